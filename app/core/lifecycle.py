@@ -1,0 +1,68 @@
+"""Process lifecycle: started, draining. Read by the probes, driven by the lifespan and SIGTERM.
+
+Graceful shutdown, as a load balancer needs it: on SIGTERM the instance keeps serving but `/readyz` turns 503 at
+once; after `drain_seconds` (time for the balancer's probes to notice) the server stops accepting, in-flight
+requests finish (bounded by `shutdown_timeout_seconds`), and the process exits 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Callable
+from types import FrameType
+from typing import Any
+
+from app.core.logging import get_logger
+
+log = get_logger(__name__)
+
+SignalHandler = Callable[[int, FrameType | None], Any]
+
+
+class Lifecycle:
+    def __init__(self) -> None:
+        self.started = False
+        self.draining = False
+
+    def mark_started(self) -> None:
+        self.started = True
+
+    def begin_drain(self) -> None:
+        self.draining = True
+
+
+def install_sigterm_drain(lifecycle: Lifecycle, drain_seconds: float) -> Callable[[], None]:
+    """Wrap the server's SIGTERM handler: drain first, then let the server stop. Returns an uninstaller.
+
+    Must run inside the server's event loop after the server installed its own handlers (uvicorn does that
+    before the lifespan starts). The server is told to stop by flipping `should_exit` on it rather than by
+    calling its handler, because uvicorn re-raises a signal it handled once it has shut down, which would end
+    the process with 143 instead of 0.
+    """
+    loop = asyncio.get_running_loop()
+    original = signal.getsignal(signal.SIGTERM)
+
+    def stop_server() -> None:
+        server = getattr(original, "__self__", None)
+        if server is not None and hasattr(server, "should_exit"):
+            server.should_exit = True
+        elif callable(original):
+            original(signal.SIGTERM, None)
+        else:
+            raise SystemExit(0)
+
+    def on_sigterm(signum: int, frame: FrameType | None) -> None:
+        if lifecycle.draining:
+            return  # a second SIGTERM changes nothing: the drain is already under way
+        lifecycle.begin_drain()
+        log.info("shutdown.drain_started", drain_seconds=drain_seconds)
+        loop.call_soon_threadsafe(loop.call_later, drain_seconds, stop_server)
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+
+    def uninstall() -> None:
+        if signal.getsignal(signal.SIGTERM) is on_sigterm:
+            signal.signal(signal.SIGTERM, original)
+
+    return uninstall

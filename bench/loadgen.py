@@ -1,0 +1,90 @@
+"""Loopback HTTP load generation: wrk when installed (C, keeps the client's CPU cost low), else a keep-alive
+asyncio client. Both report requests/s and latency percentiles for a fixed duration and connection count."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    path: str
+    requests_per_second: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+    tool: str
+
+
+def run_load(base_url: str, path: str, *, connections: int, seconds: float) -> LoadResult:
+    wrk = shutil.which("wrk")
+    if wrk:
+        return _wrk(wrk, base_url, path, connections, seconds)
+    return asyncio.run(_python_load(base_url, path, connections, seconds))
+
+
+def _wrk(wrk: str, base_url: str, path: str, connections: int, seconds: float) -> LoadResult:
+    output = subprocess.run(
+        [wrk, "-t2", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency", base_url + path],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))  # type: ignore[union-attr]
+    p50 = _wrk_latency(output, "50%")
+    p99 = _wrk_latency(output, "99%")
+    non_2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", output)
+    socket_errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output)
+    errors = int(non_2xx.group(1)) if non_2xx else 0
+    if socket_errors:
+        errors += sum(int(group) for group in socket_errors.groups())
+    return LoadResult(path, rps, p50, p99, errors, "wrk")
+
+
+def _wrk_latency(output: str, label: str) -> float:
+    match = re.search(rf"{re.escape(label)}\s+([\d.]+)(us|ms|s)", output)
+    if match is None:
+        return float("nan")
+    value, unit = float(match.group(1)), match.group(2)
+    return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
+
+
+async def _python_load(base_url: str, path: str, connections: int, seconds: float) -> LoadResult:
+    parts = urlsplit(base_url)
+    host, port = parts.hostname or "127.0.0.1", parts.port or 80
+    request = f"GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode()
+    latencies: list[float] = []
+    errors = 0
+    deadline = time.perf_counter() + seconds
+
+    async def worker() -> None:
+        nonlocal errors
+        reader, writer = await asyncio.open_connection(host, port)
+        try:
+            while time.perf_counter() < deadline:
+                started = time.perf_counter()
+                writer.write(request)
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = int(re.search(rb"(?i)content-length:\s*(\d+)", head).group(1))  # type: ignore[union-attr]
+                await reader.readexactly(length)
+                latencies.append(time.perf_counter() - started)
+                if not head.startswith((b"HTTP/1.1 2", b"HTTP/1.1 3")):
+                    errors += 1
+        finally:
+            writer.close()
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(connections)))
+    elapsed = time.perf_counter() - started
+    latencies.sort()
+
+    def percentile(q: float) -> float:
+        return latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000 if latencies else float("nan")
+
+    return LoadResult(path, len(latencies) / elapsed, percentile(0.5), percentile(0.99), errors, "python-asyncio")

@@ -1,0 +1,53 @@
+"""Start a real `deltaflow serve` process for benchmarks and wait until it answers."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@contextmanager
+def running_server(*, workers: int = 2, **env: str) -> Iterator[str]:
+    port = free_port()
+    environment = {**os.environ, "DELTAFLOW_ACCESS_LOG": "true", "DELTAFLOW_DRAIN_SECONDS": "0", **env}
+    deltaflow = str(Path(sys.executable).parent / "deltaflow")
+    process = subprocess.Popen(
+        [deltaflow, "serve", "--port", str(port), "--workers", str(workers)],
+        env=environment,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(base_url + "/startupz", timeout=1) as response:  # noqa: S310 - loopback
+                    if response.status == 200:
+                        break
+            except OSError:
+                if time.monotonic() > deadline or process.poll() is not None:
+                    raise RuntimeError("benchmark server did not start") from None
+                time.sleep(0.1)
+        yield base_url
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()

@@ -1,0 +1,121 @@
+"""Test harness: real Postgres and Redis, plus the embedded backends for the storage contract tests.
+
+- `TEST_DATABASE_URL` (default: the local server's `postgres` database) is only used as an admin connection:
+  the suite creates its own database, builds it with `alembic upgrade head`, and drops it at the end.
+- `TEST_REDIS_URL` (default `redis://127.0.0.1:6379/15`): a DB index of its own, flushed before every test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+from fastapi import FastAPI
+from httpx import AsyncClient
+from redis.asyncio import Redis
+from sqlalchemy.engine import make_url
+
+from app.config import Settings
+from app.core.migrations import upgrade_to_head
+from app.main import create_app
+from tests.helpers import running
+
+TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres")
+TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+
+
+def _asyncpg_dsn(url: str) -> str:
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+async def _create_database(admin_url: str, name: str) -> str:
+    connection = await asyncpg.connect(_asyncpg_dsn(admin_url))
+    try:
+        await connection.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await connection.close()
+    return make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+
+
+async def _drop_database(admin_url: str, name: str) -> None:
+    connection = await asyncpg.connect(_asyncpg_dsn(admin_url))
+    try:
+        await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await connection.close()
+
+
+@pytest.fixture(scope="session")
+async def postgres_url() -> AsyncIterator[str]:
+    """A fresh Postgres database for this run, migrated to head; dropped afterwards."""
+    name = f"deltaflow_test_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    url = await _create_database(TEST_DATABASE_URL, name)
+    try:
+        await asyncio.to_thread(upgrade_to_head, url)
+        yield url
+    finally:
+        await _drop_database(TEST_DATABASE_URL, name)
+
+
+@pytest.fixture(scope="session")
+async def empty_postgres_url() -> AsyncIterator[str]:
+    """A Postgres database on which migrations never ran (readiness must call its schema `missing`)."""
+    name = f"deltaflow_empty_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    url = await _create_database(TEST_DATABASE_URL, name)
+    try:
+        yield url
+    finally:
+        await _drop_database(TEST_DATABASE_URL, name)
+
+
+@pytest.fixture(scope="session")
+async def sqlite_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    path = tmp_path_factory.mktemp("sqlite") / "deltaflow.db"
+    url = f"sqlite+aiosqlite:///{path}"
+    await asyncio.to_thread(upgrade_to_head, url)
+    return url
+
+
+@pytest.fixture
+async def redis_client() -> AsyncIterator[Redis]:
+    """The real test Redis, flushed before each test."""
+    client = Redis.from_url(TEST_REDIS_URL)
+    await client.flushdb()
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+@pytest.fixture
+def memory_redis_url() -> str:
+    """A `memory://` URL private to one test (the in-process server is shared per URL)."""
+    return f"memory://test-{uuid.uuid4().hex}"
+
+
+def make_settings(**overrides: object) -> Settings:
+    base: dict[str, object] = {"log_format": "json", "access_log": True, "drain_seconds": 0.0}
+    base.update(overrides)
+    return Settings.model_validate(base)
+
+
+@pytest.fixture
+def settings(postgres_url: str, redis_client: Redis) -> Settings:
+    """Production-like settings: the real Postgres test database and the real Redis test index."""
+    return make_settings(database_url=postgres_url, redis_url=TEST_REDIS_URL)
+
+
+@pytest.fixture
+def app(settings: Settings) -> FastAPI:
+    return create_app(settings)
+
+
+@pytest.fixture
+async def client(app: FastAPI) -> AsyncIterator[AsyncClient]:
+    """In-process HTTP client with the app's lifespan run (engine and Redis pool opened and closed)."""
+    async with running(app) as http:
+        yield http

@@ -1,0 +1,65 @@
+"""SIGTERM drain: readiness flips at once, the server is told to stop only after the drain period."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from collections.abc import Iterator
+from types import FrameType
+
+import pytest
+
+from app.core.lifecycle import Lifecycle, install_sigterm_drain
+
+
+class FakeServer:
+    """Stands in for uvicorn.Server: installs a SIGTERM handler and stops when `should_exit` is set."""
+
+    def __init__(self) -> None:
+        self.should_exit = False
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        self.should_exit = True
+
+
+def _stopped(server: FakeServer) -> bool:
+    return server.should_exit
+
+
+@pytest.fixture
+def restore_sigterm() -> Iterator[None]:
+    original = signal.getsignal(signal.SIGTERM)
+    yield
+    signal.signal(signal.SIGTERM, original)
+
+
+@pytest.mark.usefixtures("restore_sigterm")
+async def test_sigterm_drains_before_stopping_the_server() -> None:
+    server = FakeServer()
+    signal.signal(signal.SIGTERM, server.handle_exit)
+    lifecycle = Lifecycle()
+    uninstall = install_sigterm_drain(lifecycle, drain_seconds=0.3)
+
+    os.kill(os.getpid(), signal.SIGTERM)
+    await asyncio.sleep(0.05)
+    assert lifecycle.draining, "readiness must flip as soon as SIGTERM arrives"
+    assert not server.should_exit, "the server keeps serving during the drain"
+
+    os.kill(os.getpid(), signal.SIGTERM)  # a second SIGTERM does not restart or shorten the drain
+    await asyncio.sleep(0.4)
+    assert _stopped(server)
+
+    uninstall()
+    assert signal.getsignal(signal.SIGTERM) == server.handle_exit
+
+
+@pytest.mark.usefixtures("restore_sigterm")
+async def test_a_plain_previous_handler_is_called_after_the_drain() -> None:
+    calls: list[int] = []
+    signal.signal(signal.SIGTERM, lambda sig, _frame: calls.append(sig))
+    lifecycle = Lifecycle()
+    install_sigterm_drain(lifecycle, drain_seconds=0.0)
+    os.kill(os.getpid(), signal.SIGTERM)
+    await asyncio.sleep(0.1)
+    assert calls == [signal.SIGTERM]

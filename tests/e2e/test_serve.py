@@ -1,0 +1,121 @@
+"""`deltaflow serve` as a real process: probes over real HTTP, and the SIGTERM drain."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import TEST_REDIS_URL
+from tests.helpers import blackhole_server, free_port
+
+pytestmark = pytest.mark.e2e
+
+DELTAFLOW = str(Path(sys.executable).parent / "deltaflow")
+
+
+@asynccontextmanager
+async def serve(*, workers: int = 1, **env: str) -> AsyncIterator[tuple[subprocess.Popen[bytes], str]]:
+    port = free_port()
+    environment = {key: value for key, value in os.environ.items() if not key.startswith("DELTAFLOW_")}
+    environment.update(env)
+    process = subprocess.Popen(  # noqa: ASYNC220 - the server must be a separate OS process
+        [DELTAFLOW, "serve", "--port", str(port), "--workers", str(workers)],
+        env=environment,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        await _wait_until_live(base_url, process)
+        yield process, base_url
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=10)
+
+
+async def _wait_until_live(base_url: str, process: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 30
+    async with httpx.AsyncClient(base_url=base_url, timeout=1.0) as client:
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise AssertionError(f"server exited early with {process.returncode}")
+            try:
+                if (await client.get("/startupz")).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            await asyncio.sleep(0.1)
+    raise AssertionError("server did not start within 30 s")
+
+
+async def _wait_for_exit(process: subprocess.Popen[bytes], within_seconds: float) -> int:
+    deadline = time.monotonic() + within_seconds
+    while process.poll() is None:
+        if time.monotonic() > deadline:
+            raise AssertionError("server did not exit in time")
+        await asyncio.sleep(0.05)
+    return process.returncode
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+async def test_sigterm_turns_readiness_off_then_exits_zero(postgres_url: str, workers: int) -> None:
+    drain = 2.0
+    async with serve(
+        workers=workers,
+        DELTAFLOW_DATABASE_URL=postgres_url,
+        DELTAFLOW_REDIS_URL=TEST_REDIS_URL,
+        DELTAFLOW_DRAIN_SECONDS=str(drain),
+    ) as (process, base_url):
+        async with httpx.AsyncClient(base_url=base_url, timeout=5.0) as client:
+            ready = await client.get("/readyz")
+            assert ready.status_code == 200
+            assert {check["name"] for check in ready.json()["checks"]} == {"database", "redis"}
+
+            process.send_signal(signal.SIGTERM)
+            signalled = time.monotonic()
+            await asyncio.sleep(0.3)
+            # New connections each time: with several workers every one of them must be draining.
+            for _ in range(4):
+                async with httpx.AsyncClient(base_url=base_url, timeout=5.0) as fresh:
+                    draining = await fresh.get("/readyz")
+                    assert draining.status_code == 503
+                    assert draining.json()["detail"] == "Draining for shutdown."
+                    assert (await fresh.get("/healthz")).status_code == 200
+            assert time.monotonic() - signalled < drain, "all of the above happened during the drain"
+
+        assert await _wait_for_exit(process, within_seconds=drain + 15) == 0
+        assert time.monotonic() - signalled >= drain
+
+
+async def test_in_flight_request_finishes_during_shutdown(postgres_url: str) -> None:
+    # A database that accepts connections and never answers makes /readyz take exactly the check timeout:
+    # a request that is still in flight when the drain ends.
+    async with (
+        blackhole_server() as hung_port,
+        serve(
+            DELTAFLOW_DATABASE_URL=f"postgresql+asyncpg://postgres@127.0.0.1:{hung_port}/x",
+            DELTAFLOW_REDIS_URL=TEST_REDIS_URL,
+            DELTAFLOW_DRAIN_SECONDS="0.3",
+            DELTAFLOW_READINESS_CHECK_TIMEOUT_SECONDS="2.5",
+        ) as (process, base_url),
+    ):
+        async with httpx.AsyncClient(base_url=base_url, timeout=10.0) as client:
+            in_flight = asyncio.create_task(client.get("/readyz"))
+            await asyncio.sleep(0.5)
+            process.send_signal(signal.SIGTERM)
+            response = await in_flight
+        assert response.status_code == 503
+        checks = {check["name"]: check for check in response.json()["checks"]}
+        assert checks["database"]["detail"] == "timed out after 2500 ms"
+        assert await _wait_for_exit(process, within_seconds=15) == 0

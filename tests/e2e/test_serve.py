@@ -24,7 +24,7 @@ DELTAFLOW = str(Path(sys.executable).parent / "deltaflow")
 
 
 @asynccontextmanager
-async def serve(*, workers: int = 1, **env: str) -> AsyncIterator[tuple[subprocess.Popen[bytes], str]]:
+async def serve(*, workers: int = 1, env: dict[str, str]) -> AsyncIterator[tuple[subprocess.Popen[bytes], str]]:
     port = free_port()
     environment = {key: value for key, value in os.environ.items() if not key.startswith("DELTAFLOW_")}
     environment.update(env)
@@ -73,9 +73,11 @@ async def test_sigterm_turns_readiness_off_then_exits_zero(postgres_url: str, wo
     drain = 2.0
     async with serve(
         workers=workers,
-        DELTAFLOW_DATABASE_URL=postgres_url,
-        DELTAFLOW_REDIS_URL=TEST_REDIS_URL,
-        DELTAFLOW_DRAIN_SECONDS=str(drain),
+        env={
+            "DELTAFLOW_DATABASE_URL": postgres_url,
+            "DELTAFLOW_REDIS_URL": TEST_REDIS_URL,
+            "DELTAFLOW_DRAIN_SECONDS": str(drain),
+        },
     ) as (process, base_url):
         async with httpx.AsyncClient(base_url=base_url, timeout=5.0) as client:
             ready = await client.get("/readyz")
@@ -84,7 +86,8 @@ async def test_sigterm_turns_readiness_off_then_exits_zero(postgres_url: str, wo
 
             process.send_signal(signal.SIGTERM)
             signalled = time.monotonic()
-            await asyncio.sleep(0.3)
+            # One worker flips at once; uvicorn's multi-worker supervisor relays signals every 0.5 s.
+            await asyncio.sleep(0.1 if workers == 1 else 0.7)
             # New connections each time: with several workers every one of them must be draining.
             for _ in range(4):
                 async with httpx.AsyncClient(base_url=base_url, timeout=5.0) as fresh:
@@ -104,10 +107,12 @@ async def test_in_flight_request_finishes_during_shutdown(postgres_url: str) -> 
     async with (
         blackhole_server() as hung_port,
         serve(
-            DELTAFLOW_DATABASE_URL=f"postgresql+asyncpg://postgres@127.0.0.1:{hung_port}/x",
-            DELTAFLOW_REDIS_URL=TEST_REDIS_URL,
-            DELTAFLOW_DRAIN_SECONDS="0.3",
-            DELTAFLOW_READINESS_CHECK_TIMEOUT_SECONDS="2.5",
+            env={
+                "DELTAFLOW_DATABASE_URL": f"postgresql+asyncpg://postgres@127.0.0.1:{hung_port}/x",
+                "DELTAFLOW_REDIS_URL": TEST_REDIS_URL,
+                "DELTAFLOW_DRAIN_SECONDS": "0.3",
+                "DELTAFLOW_READINESS_CHECK_TIMEOUT_SECONDS": "2.5",
+            }
         ) as (process, base_url),
     ):
         async with httpx.AsyncClient(base_url=base_url, timeout=10.0) as client:

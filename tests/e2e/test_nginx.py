@@ -1,0 +1,131 @@
+"""The production topology on one machine: real nginx (from apt) in front of two real `deltaflow serve` processes
+sharing Postgres and Redis, configured by the shipped nginx/nginx.conf."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
+
+import httpx
+import orjson
+import pytest
+
+from tests.conftest import TEST_REDIS_URL
+from tests.e2e.test_serve import serve
+from tests.helpers import free_port
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parents[2]
+NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
+
+
+@pytest.fixture
+def nginx_dir() -> Iterator[Path]:
+    # Readable by nginx's unprivileged workers (pytest's tmp_path is private to its user).
+    path = Path(tempfile.mkdtemp(prefix="deltaflow-nginx-"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def _config_for(upstream_ports: list[int], listen_port: int, directory: Path) -> str:
+    """The shipped config with only the deployment-specific addresses replaced."""
+    config = (ROOT / "nginx" / "nginx.conf").read_text()
+    servers = "\n".join(f"        server 127.0.0.1:{port} max_fails=3 fail_timeout=10s;" for port in upstream_ports)
+    config, replaced = re.subn(r"^\s*server api:8000[^;]*;", servers, config, flags=re.MULTILINE)
+    assert replaced == 1
+    config = config.replace("listen 8080;", f"listen 127.0.0.1:{listen_port};")
+    config = config.replace("/tmp/", f"{directory}/")  # noqa: S108 - rewriting the shipped paths
+    return config.replace("access_log /dev/stdout", f"access_log {directory}/access.log")
+
+
+@asynccontextmanager
+async def nginx_in_front(upstream_ports: list[int], directory: Path) -> AsyncIterator[tuple[str, Path]]:
+    assert NGINX is not None
+    port = free_port()
+    conf = directory / "nginx.conf"
+    conf.write_text(_config_for(upstream_ports, port, directory))
+    process = subprocess.Popen(  # noqa: ASYNC220 - nginx is a separate OS process
+        [NGINX, "-p", str(directory), "-c", str(conf), "-g", "daemon off;"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 10
+        async with httpx.AsyncClient(base_url=base_url, timeout=1.0) as client:
+            while True:
+                try:
+                    await client.get("/healthz")
+                    break
+                except httpx.TransportError:
+                    if time.monotonic() > deadline or process.poll() is not None:
+                        raise AssertionError("nginx did not start") from None
+                    await asyncio.sleep(0.1)
+        yield base_url, directory / "access.log"
+    finally:
+        process.send_signal(signal.SIGQUIT)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def _access_log(path: Path) -> list[dict[str, object]]:
+    return [orjson.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+@pytest.mark.skipif(NGINX is None, reason="nginx is not installed (.ci/run installs it with apt-get)")
+async def test_nginx_spreads_load_passes_request_ids_and_survives_a_rolling_stop(
+    postgres_url: str, nginx_dir: Path
+) -> None:
+    env = {
+        "DELTAFLOW_DATABASE_URL": postgres_url,
+        "DELTAFLOW_REDIS_URL": TEST_REDIS_URL,
+        "DELTAFLOW_DRAIN_SECONDS": "1.0",
+    }
+    async with AsyncExitStack() as stack:
+        first, first_url = await stack.enter_async_context(serve(workers=1, env=env))
+        _second, second_url = await stack.enter_async_context(serve(workers=1, env=env))
+        ports = [int(first_url.rsplit(":", 1)[1]), int(second_url.rsplit(":", 1)[1])]
+        base_url, log_path = await stack.enter_async_context(nginx_in_front(ports, nginx_dir))
+
+        async with httpx.AsyncClient(base_url=base_url, timeout=5.0) as client:
+            echoed = await client.get("/readyz", headers={"X-Request-ID": "client-chosen-42"})
+            assert echoed.status_code == 200
+            assert echoed.headers["x-request-id"] == "client-chosen-42"
+
+            minted = await client.get("/healthz")
+            minted_id = minted.headers["x-request-id"]
+            assert re.fullmatch(r"[0-9a-f]{32}", minted_id)
+
+            for _ in range(30):
+                assert (await client.get("/healthz")).status_code == 200
+
+            # Rolling stop: SIGTERM one instance while traffic keeps flowing; no request may fail.
+            first.send_signal(signal.SIGTERM)
+            statuses: list[int] = []
+            deadline = time.monotonic() + 3.0
+            while time.monotonic() < deadline:
+                statuses.append((await client.get("/healthz")).status_code)
+                await asyncio.sleep(0.01)
+            assert first.wait(timeout=10) == 0
+            for _ in range(10):
+                statuses.append((await client.get("/healthz")).status_code)
+        assert len(statuses) > 10
+        assert set(statuses) == {200}
+
+        await asyncio.sleep(0.2)  # nginx writes its access log line after the response
+        entries = _access_log(log_path)
+        assert any(entry["request_id"] == minted_id for entry in entries), "nginx logs the id it passed on"
+        upstreams = {str(entry["upstream"]).split(",")[0].strip() for entry in entries}
+        assert {f"127.0.0.1:{port}" for port in ports} <= upstreams, "both instances served traffic"

@@ -23,6 +23,10 @@ $(VENV)/.dev: pyproject.toml constraints.txt | $(BIN)/python
 	$(PIP) -e '.[dev]'
 	@touch $@ $(VENV)/.runtime
 
+$(VENV)/.bench: pyproject.toml constraints.txt $(VENV)/.dev
+	$(PIP) -e '.[dev,bench]'
+	@touch $@
+
 .PHONY: help
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -33,7 +37,15 @@ install: $(VENV)/.dev ## create .venv and install the app with its dev tools
 .PHONY: run
 run: $(VENV)/.runtime ## serve the API on http://127.0.0.1:8000 (embedded SQLite + in-process Redis)
 	$(BIN)/deltaflow migrate
-	$(BIN)/deltaflow serve
+	@# First start only: create the default tenant and an operator key, printed once (kept nowhere in clear).
+	$(BIN)/deltaflow keys bootstrap --if-missing
+	$(BIN)/deltaflow serve --with-ingest
+
+.PHONY: demo
+demo: $(VENV)/.runtime ## serve the API with a simulated market (sim:BTCUSDT) ingested in-process, embedded backends
+	DELTAFLOW_DATABASE_URL=sqlite+aiosqlite:///./var/deltaflow.db $(BIN)/deltaflow migrate
+	DELTAFLOW_FEEDS=sim:BTCUSDT DELTAFLOW_DATABASE_URL=sqlite+aiosqlite:///./var/deltaflow.db \
+		DELTAFLOW_REDIS_URL=memory:// $(BIN)/deltaflow serve --with-ingest
 
 .PHONY: migrate
 migrate: $(VENV)/.runtime ## apply database migrations (DELTAFLOW_DATABASE_URL, embedded SQLite by default)
@@ -55,7 +67,7 @@ fmt: $(VENV)/.dev ## format and auto-fix
 	$(BIN)/ruff check --fix .
 
 .PHONY: bench
-bench: $(VENV)/.dev ## benchmarks; each prints its comparison measured in the same run
+bench: $(VENV)/.bench ## benchmarks; each prints its comparison measured in the same run
 	$(BIN)/python -m bench
 
 .PHONY: clean

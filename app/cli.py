@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import orjson
 
 from app.config import Settings, get_settings
+from app.keys.cli import add_keys_parser, run_keys_command
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -20,11 +23,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve.add_argument("--host", help="bind address (default: DELTAFLOW_HOST)")
     serve.add_argument("--port", type=int, help="port (default: DELTAFLOW_PORT)")
     serve.add_argument("--workers", type=int, help="worker processes (default: DELTAFLOW_WORKERS)")
+    serve.add_argument(
+        "--with-ingest", action="store_true", help="also ingest DELTAFLOW_FEEDS in-process (sets INGEST_IN_PROCESS)"
+    )
 
     commands.add_parser("migrate", help="apply database migrations up to the code's head revision")
     commands.add_parser("check", help="print the configuration (secrets masked) and test connectivity")
+    add_keys_parser(commands)
+    commands.add_parser("ingest", help="ingest DELTAFLOW_FEEDS into Redis (one leased ingestor per feed)")
+    record = commands.add_parser("record", help="record DELTAFLOW_FEEDS' normalised events to a file")
+    record.add_argument("file", help="output file (JSON lines)")
+    record.add_argument("--seconds", type=float, default=60.0, help="stop after this long (default 60)")
+    record.add_argument("--max-events", type=int, default=1_000_000, help="stop after this many events")
+    replay = commands.add_parser("replay", help="feed a recorded session through the pipeline into Redis")
+    replay.add_argument("file", help="a file written by `deltaflow record`")
+    replay.add_argument("--speed", type=float, default=1.0, help="times real time; 0 = as fast as possible")
 
     args = parser.parse_args(argv)
+    if args.command == "serve" and args.with_ingest:
+        # Uvicorn workers read settings themselves: pass the flag through their environment.
+        os.environ["DELTAFLOW_INGEST_IN_PROCESS"] = "true"
+        get_settings.cache_clear()
     try:
         settings = get_settings()
     except ValueError as exc:  # pydantic ValidationError: print it plainly, not as a traceback
@@ -34,6 +53,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _serve(settings, args.host, args.port, args.workers)
     if args.command == "migrate":
         return _migrate(settings)
+    if args.command == "keys":
+        return run_keys_command(settings, args)
+    if args.command in {"ingest", "record", "replay"}:
+        return _market_command(settings, args)
     return asyncio.run(_check(settings))
 
 
@@ -82,6 +105,66 @@ async def _check(settings: Settings) -> int:
     for result in results:
         print(f"{result.name:<10} {result.status:<5} {result.latency_ms:>9.1f} ms  {result.detail}")
     return 1 if any(r.required and r.status == "fail" for r in results) else 0
+
+
+def _market_command(settings: Settings, args: argparse.Namespace) -> int:
+    from app.core.logging import configure_logging
+    from app.market.recording import RecordingError
+    from app.market.runtime import FeedConfigError
+
+    configure_logging(settings)
+    try:
+        if args.command == "ingest":
+            return asyncio.run(_ingest(settings))
+        if args.command == "record":
+            from app.market.recording import record
+
+            count = asyncio.run(record(settings, Path(args.file), seconds=args.seconds, max_events=args.max_events))
+            print(f"recorded {count} events to {args.file}")
+            return 0
+        return asyncio.run(_replay(settings, Path(args.file), args.speed))
+    except (FeedConfigError, RecordingError, OSError) as exc:
+        print(f"deltaflow {args.command}: {exc}", file=sys.stderr)
+        return 2
+
+
+async def _ingest(settings: Settings) -> int:
+    """Run the ingestors until SIGTERM/SIGINT, then stop them cleanly (flush, release every lease)."""
+    import signal
+
+    from app.core.redis import create_redis
+    from app.market.runtime import FeedConfigError, start_ingestion
+
+    if settings.is_memory_redis:
+        print("deltaflow ingest: DELTAFLOW_REDIS_URL is memory:// — data stays in this process", file=sys.stderr)
+    redis = create_redis(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        handle = start_ingestion(settings, redis)
+        if not handle.feeds:
+            raise FeedConfigError("DELTAFLOW_FEEDS is empty: nothing to ingest")
+        print(f"ingesting {', '.join(f'{v}:{s}' for v, s in handle.feeds)}", flush=True)
+        await stop.wait()
+        await handle.aclose()
+    finally:
+        await redis.aclose()
+    return 0
+
+
+async def _replay(settings: Settings, path: Path, speed: float) -> int:
+    from app.core.redis import create_redis
+    from app.market.recording import replay
+
+    redis = create_redis(settings)
+    try:
+        count = await replay(path, redis, settings, speed=speed)
+    finally:
+        await redis.aclose()
+    print(f"replayed {count} events from {path}")
+    return 0
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -48,6 +48,34 @@ class Settings(BaseSettings):
     # Server-side secret that later keys API-key HMACs ("pepper"); never logged, never returned.
     secret_key: SecretStr = SecretStr(DEFAULT_DEV_SECRET)
 
+    # API keys and their verification (see app/auth)
+    key_max_lifetime_days: Annotated[int, Field(ge=1, le=3650)] = 90
+    key_rotation_grace_seconds: Annotated[int, Field(ge=0)] = 86_400
+    key_max_rotation_grace_seconds: Annotated[int, Field(ge=0)] = 7 * 86_400
+    # Responses to a key this close to expiry carry `Sunset` (RFC 8594).
+    key_sunset_warning_days: Annotated[int, Field(ge=0, le=365)] = 14
+    key_expiry_notice_days: tuple[int, ...] = (14, 7, 1)
+    # Verification cache: Redis entries live this long, so a lost invalidation is stale for at most this long.
+    auth_cache_ttl_seconds: Annotated[float, Field(gt=0, le=60)] = 5.0
+    auth_local_cache_size: Annotated[int, Field(ge=0, le=1_000_000)] = 10_000
+    # A slow Redis must not slow authentication: past this the verifier goes to the database.
+    auth_redis_timeout_seconds: Annotated[float, Field(gt=0, le=5)] = 0.25
+    # last_used_at is written in batches, off the request path.
+    key_last_used_flush_seconds: Annotated[float, Field(gt=0)] = 30.0
+    key_last_used_max_pending: Annotated[int, Field(ge=1)] = 10_000
+    keys_page_max: Annotated[int, Field(ge=1, le=1000)] = 100
+    audit_page_max: Annotated[int, Field(ge=1, le=1000)] = 200
+
+    # Background jobs: expiry notices and webhook delivery (every instance runs them; rows are claimed safely).
+    background_jobs: bool = True
+    expiry_notice_interval_seconds: Annotated[float, Field(gt=0)] = 60.0
+    webhook_poll_seconds: Annotated[float, Field(gt=0)] = 5.0
+    webhook_timeout_seconds: Annotated[float, Field(gt=0, le=60)] = 5.0
+    webhook_max_attempts: Annotated[int, Field(ge=1, le=50)] = 8
+    webhook_backoff_base_seconds: Annotated[float, Field(gt=0)] = 2.0
+    webhook_backoff_max_seconds: Annotated[float, Field(gt=0)] = 3600.0
+    webhook_batch_size: Annotated[int, Field(ge=1, le=1000)] = 50
+
     # HTTP server
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=0, le=65535)] = 8000
@@ -74,6 +102,99 @@ class Settings(BaseSettings):
 
     # Probes: each /readyz check is cut off after this long so a hung dependency cannot hang the probe.
     readiness_check_timeout_seconds: Annotated[float, Field(gt=0, le=10)] = 0.5
+
+    # Analytics API (POST /v1/analyze): bring-your-own-data bounds. A 1 000 000-trade body is ~60-80 MB of JSON,
+    # far above max_body_bytes, so this route has its own body limit.
+    analyze_max_candles: Annotated[int, Field(ge=1, le=1_000_000)] = 100_000
+    analyze_max_trades: Annotated[int, Field(ge=0, le=10_000_000)] = 1_000_000
+    analyze_max_body_bytes: Annotated[int, Field(ge=1)] = 128 * 1_048_576
+    # Worker processes per server process running analyses (parsing, validation, analytics, encoding), which
+    # keeps the event loop free; 0 runs them in one thread instead (no extra processes, but JSON parsing holds
+    # the GIL: measured loop stalls of up to ~400 ms on a 1 000 000-trade body).
+    analyze_workers: Annotated[int, Field(ge=0, le=64)] = 2
+    # Requests waiting for a worker beyond this many get 503 with Retry-After instead of queueing (each holds
+    # its body in memory while it waits).
+    analyze_max_queued: Annotated[int, Field(ge=0, le=1000)] = 8
+
+    # ---- Market data ingestion (app/market) -------------------------------------------------------------------
+    # What to ingest: `venue:SYM,SYM;venue:SYM` (venues binance, binance-futures, bybit, coinapi, sim); empty = none.
+    feeds: str = "binance:BTCUSDT,ETHUSDT"
+    # Run the ingestors inside the API process (`serve --with-ingest`, `make demo`); production runs them as their
+    # own process (`deltaflow ingest`). Either way a Redis lease keeps exactly one ingestor per feed.
+    ingest_in_process: bool = False
+    # Venue endpoints; ws:// and http:// are accepted so tests and users can point a connector anywhere.
+    binance_ws_url: str = "wss://stream.binance.com:9443"
+    binance_rest_url: str = "https://api.binance.com"
+    binance_futures_ws_url: str = "wss://fstream.binance.com"
+    binance_futures_rest_url: str = "https://fapi.binance.com"
+    bybit_ws_url: str = "wss://stream.bybit.com/v5/public/linear"
+    bybit_rest_url: str = "https://api.bybit.com"
+    coinapi_ws_url: str = "wss://ws.coinapi.io/v1/"
+    coinapi_api_key: SecretStr = SecretStr("")
+    # Pipeline: a bounded queue between the reader and a writer that flushes to Redis by count or time.
+    market_queue_size: Annotated[int, Field(ge=1, le=100_000)] = 100
+    market_batch_size: Annotated[int, Field(ge=1, le=100_000)] = 500
+    market_flush_interval_ms: Annotated[float, Field(gt=0, le=10_000)] = 20.0
+    # Trades coalesced while the queue is full: pending groups (one per symbol-minute) and price bins in them.
+    market_max_coalesced_groups: Annotated[int, Field(ge=1, le=100_000)] = 256
+    market_max_coalesced_bins: Annotated[int, Field(ge=1, le=1_000_000)] = 8192
+    # A bar closes this long after its window ends, so trades stamped just before the boundary still land in it.
+    market_close_grace_ms: Annotated[int, Field(ge=0, le=60_000)] = 2000
+    # Redis bounds: bars kept per timeframe (overrides per timeframe as JSON, e.g. {"1m": 10000}), footprints
+    # kept per timeframe, footprint price levels per bar, book levels stored, and the TTLs of live keys.
+    market_bar_retention: Annotated[int, Field(ge=10, le=1_000_000)] = 5000
+    market_bar_retention_by_timeframe: dict[str, Annotated[int, Field(ge=10, le=1_000_000)]] = {}
+    market_footprint_retention: Annotated[int, Field(ge=1, le=1_000_000)] = 1000
+    market_max_footprint_levels: Annotated[int, Field(ge=10, le=100_000)] = 1000
+    market_book_depth: Annotated[int, Field(ge=1, le=1000)] = 50
+    market_book_ttl_seconds: Annotated[float, Field(gt=0, le=86_400)] = 60.0
+    market_forming_ttl_seconds: Annotated[float, Field(ge=10, le=86_400)] = 120.0
+    market_status_ttl_seconds: Annotated[float, Field(ge=2, le=3600)] = 30.0
+    market_status_interval_seconds: Annotated[float, Field(gt=0, le=60)] = 1.0
+    market_liquidation_stream_len: Annotated[int, Field(ge=10, le=1_000_000)] = 1000
+    # Footprint bin per symbol (JSON, e.g. {"BTCUSDT": 1}); others get about five significant digits of price.
+    market_tick_sizes: dict[str, Annotated[float, Field(gt=0)]] = {}
+    # One ingestor per feed across processes: a holder that dies is replaced within ttl + ttl/3 (<= 13.3 s).
+    market_lease_ttl_seconds: Annotated[float, Field(ge=0.5, le=10)] = 10.0
+    # Bars fetched per timeframe from REST klines on start (Binance pages hold at most 1000).
+    market_backfill_bars: Annotated[int, Field(ge=0, le=1000)] = 500
+    # Book sync bounds: diffs buffered while a snapshot is awaited, levels per side, time between resyncs.
+    market_max_buffered_diffs: Annotated[int, Field(ge=1, le=100_000)] = 1000
+    market_max_book_levels: Annotated[int, Field(ge=10, le=100_000)] = 5000
+    market_min_resync_interval_seconds: Annotated[float, Field(ge=0, le=600)] = 1.0
+    # The simulated `sim` venue: mean trades per second and the seed of its random walk.
+    sim_rate: Annotated[float, Field(gt=0, le=1_000_000)] = 20.0
+    sim_seed: int = 1
+
+    @field_validator("feeds")
+    @classmethod
+    def _valid_feeds(cls, value: str) -> str:
+        from app.market.feeds import parse_feeds  # noqa: PLC0415 - lives with the venues; imports no settings
+
+        parse_feeds(value)  # raises FeedSpecError (a ValueError) naming the bad part
+        return value
+
+    @field_validator("binance_ws_url", "binance_futures_ws_url", "bybit_ws_url", "coinapi_ws_url")
+    @classmethod
+    def _websocket_url(cls, value: str) -> str:
+        if not value.startswith(("ws://", "wss://")):
+            raise ValueError("must start with ws:// or wss://")
+        return value
+
+    @field_validator("binance_rest_url", "binance_futures_rest_url", "bybit_rest_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value
+
+    @field_validator("market_bar_retention_by_timeframe")
+    @classmethod
+    def _known_timeframes(cls, value: dict[str, int]) -> dict[str, int]:
+        unknown = set(value) - {"1m", "5m", "15m", "1h", "4h", "1d"}
+        if unknown:
+            raise ValueError(f"unknown timeframes {sorted(unknown)}; valid: 1m, 5m, 15m, 1h, 4h, 1d")
+        return value
 
     log_level: str = "INFO"
     log_format: LogFormat = LogFormat.JSON

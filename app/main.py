@@ -8,6 +8,8 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from app import __version__
+from app.auth.middleware import AuthMiddleware
+from app.auth.policy import RouteRule, add_security_to_openapi, compile_policy
 from app.config import Settings, get_settings
 from app.core.db import create_engine, create_session_factory
 from app.core.errors import install_error_handlers
@@ -18,7 +20,13 @@ from app.core.redis import create_redis
 from app.core.responses import OrjsonResponse
 from app.core.schemas import Problem
 from app.health.router import router as health_router
+from app.keys.router import router as keys_router
+from app.keys.runtime import start_key_services
+from app.market.runtime import start_ingestion
 from app.system.router import router as system_router
+from app.tenants.router import router as tenants_router
+from app.trading.markets import router as markets_router
+from app.trading.router import router as trading_router
 
 log = get_logger(__name__)
 
@@ -36,6 +44,9 @@ def create_app(settings: Settings | None = None, *, handle_sigterm: bool = False
         app.state.engine = engine
         app.state.session_factory = create_session_factory(engine)
         app.state.redis = redis
+        # In-process market ingestion (`serve --with-ingest`); a Redis lease keeps one ingestor per feed.
+        ingestion = start_ingestion(settings, redis) if settings.ingest_in_process else None
+        stop_key_services = await start_key_services(app, settings, redis, app.state.session_factory)
         uninstall_drain: Callable[[], None] | None = None
         if handle_sigterm:
             uninstall_drain = install_sigterm_drain(lifecycle, settings.drain_seconds)
@@ -46,6 +57,9 @@ def create_app(settings: Settings | None = None, *, handle_sigterm: bool = False
         finally:
             if uninstall_drain is not None:
                 uninstall_drain()
+            await stop_key_services()
+            if ingestion is not None:
+                await ingestion.aclose()
             await redis.aclose()
             await engine.dispose()
             log.info("app.stopped")
@@ -62,15 +76,23 @@ def create_app(settings: Settings | None = None, *, handle_sigterm: bool = False
     install_error_handlers(app)
     app.include_router(health_router)
     app.include_router(system_router)
-    _register_problem_schema(app)
-    # Added last = outermost: the request id and access log wrap everything, including the 413 short-circuit.
+    app.include_router(keys_router)
+    app.include_router(tenants_router)
+    app.include_router(trading_router)
+    app.include_router(markets_router)
+    # Compiled after every router is included: a /v1 route without a scope declaration fails start-up here.
+    policy = compile_policy(app.routes, documented_paths=app.openapi()["paths"])
+    app.openapi_schema = None  # regenerated with the security requirements below
+    _register_problem_schema(app, policy)
+    # Each add_middleware wraps the previous: request context (outermost) → auth → body limit → routes.
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(AuthMiddleware, rules=policy, sunset_warning_days=settings.key_sunset_warning_days)
     app.add_middleware(RequestContextMiddleware, access_log_enabled=settings.access_log)
     return app
 
 
-def _register_problem_schema(app: FastAPI) -> None:
-    """Make `#/components/schemas/Problem` exist for the problem+json responses every route documents."""
+def _register_problem_schema(app: FastAPI, policy: tuple[RouteRule, ...]) -> None:
+    """`#/components/schemas/Problem` for the problem+json responses, and each route's security requirements."""
     original = app.openapi
 
     def openapi() -> dict[str, object]:
@@ -80,6 +102,7 @@ def _register_problem_schema(app: FastAPI) -> None:
             problem = Problem.model_json_schema(ref_template="#/components/schemas/{model}")
             components.update(problem.pop("$defs", {}))
             components.setdefault("Problem", problem)
+            add_security_to_openapi(schema, policy)
             app.openapi_schema = schema
         return app.openapi_schema
 

@@ -22,16 +22,20 @@ class LoadResult:
     tool: str
 
 
-def run_load(base_url: str, path: str, *, connections: int, seconds: float) -> LoadResult:
+def run_load(
+    base_url: str, path: str, *, connections: int, seconds: float, headers: dict[str, str] | None = None
+) -> LoadResult:
+    headers = headers or {}
     wrk = shutil.which("wrk")
     if wrk:
-        return _wrk(wrk, base_url, path, connections, seconds)
-    return asyncio.run(_python_load(base_url, path, connections, seconds))
+        return _wrk(wrk, base_url, path, connections, seconds, headers)
+    return asyncio.run(_python_load(base_url, path, connections, seconds, headers))
 
 
-def _wrk(wrk: str, base_url: str, path: str, connections: int, seconds: float) -> LoadResult:
+def _wrk(wrk: str, base_url: str, path: str, connections: int, seconds: float, headers: dict[str, str]) -> LoadResult:
+    header_args = [arg for name, value in headers.items() for arg in ("-H", f"{name}: {value}")]
     output = subprocess.run(
-        [wrk, "-t2", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency", base_url + path],
+        [wrk, "-t2", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency", *header_args, base_url + path],
         capture_output=True,
         text=True,
         check=True,
@@ -55,10 +59,13 @@ def _wrk_latency(output: str, label: str) -> float:
     return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
 
 
-async def _python_load(base_url: str, path: str, connections: int, seconds: float) -> LoadResult:
+async def _python_load(
+    base_url: str, path: str, connections: int, seconds: float, headers: dict[str, str]
+) -> LoadResult:
     parts = urlsplit(base_url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
-    request = f"GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode()
+    extra = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+    request = f"GET {path} HTTP/1.1\r\nHost: {host}\r\n{extra}\r\n".encode()
     latencies: list[float] = []
     errors = 0
     deadline = time.perf_counter() + seconds

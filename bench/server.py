@@ -51,3 +51,16 @@ def running_server(*, workers: int = 2, **env: str) -> Iterator[str]:
             process.wait(timeout=30)
         except subprocess.TimeoutExpired:
             process.kill()
+
+
+def bench_key(env: dict[str, str], *, tenant: str = "bench") -> str:
+    """An operator key for the benchmark's database, issued through the real CLI (printed once on stdout)."""
+    deltaflow = str(Path(sys.executable).parent / "deltaflow")
+    result = subprocess.run(
+        [deltaflow, "keys", "bootstrap", "--force", "--tenant", tenant],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return result.stdout.strip().splitlines()[-1]

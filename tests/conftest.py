@@ -17,11 +17,15 @@ import pytest
 from fastapi import FastAPI
 from httpx import AsyncClient
 from redis.asyncio import Redis
+from sqlalchemy import text
 from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.pool import NullPool
 
 from app.config import Settings
 from app.core.migrations import upgrade_to_head
 from app.main import create_app
+from app.models import Base
 from tests.helpers import running
 
 TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres")
@@ -72,6 +76,17 @@ async def empty_postgres_url() -> AsyncIterator[str]:
         await _drop_database(TEST_DATABASE_URL, name)
 
 
+@pytest.fixture
+async def fresh_postgres_url() -> AsyncIterator[str]:
+    """A new, empty Postgres database for one test (dropped after it)."""
+    name = f"deltaflow_fresh_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    url = await _create_database(TEST_DATABASE_URL, name)
+    try:
+        yield url
+    finally:
+        await _drop_database(TEST_DATABASE_URL, name)
+
+
 @pytest.fixture(scope="session")
 async def sqlite_url(tmp_path_factory: pytest.TempPathFactory) -> str:
     path = tmp_path_factory.mktemp("sqlite") / "deltaflow.db"
@@ -103,10 +118,24 @@ def make_settings(**overrides: object) -> Settings:
     return Settings.model_validate(base)
 
 
+async def truncate_all(database_url: str) -> None:
+    """Per-test isolation for tests that go through the app (their own sessions commit)."""
+    engine = create_async_engine(database_url, poolclass=NullPool)
+    try:
+        async with engine.begin() as connection:
+            names = ", ".join(table.name for table in Base.metadata.sorted_tables)
+            await connection.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
+    finally:
+        await engine.dispose()
+
+
 @pytest.fixture
-def settings(postgres_url: str, redis_client: Redis) -> Settings:
-    """Production-like settings: the real Postgres test database and the real Redis test index."""
-    return make_settings(database_url=postgres_url, redis_url=TEST_REDIS_URL)
+async def settings(postgres_url: str, redis_client: Redis) -> AsyncIterator[Settings]:
+    """Production-like settings: the real Postgres test database and the real Redis test index.
+
+    Background jobs are off here (tests drive them explicitly); tables are emptied after each test."""
+    yield make_settings(database_url=postgres_url, redis_url=TEST_REDIS_URL, background_jobs=False)
+    await truncate_all(postgres_url)
 
 
 @pytest.fixture

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from sqlalchemy import event, text
 from sqlalchemy.engine.interfaces import DBAPIConnection
@@ -48,6 +48,16 @@ def create_session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSessi
     return async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
 
 
+PostCommitHook = Callable[[], Awaitable[None]]
+_POST_COMMIT = "post_commit_hooks"
+
+
+def after_commit(session: AsyncSession, hook: PostCommitHook) -> None:
+    """Run `hook` once the request's transaction has committed (e.g. cache invalidation, which must not run
+    before the new state is visible to other readers). Dropped if the transaction rolls back."""
+    session.info.setdefault(_POST_COMMIT, []).append(hook)
+
+
 async def session_scope(factory: async_sessionmaker[AsyncSession]) -> AsyncIterator[AsyncSession]:
     """One session per request: commit once when the handler succeeds, roll back on any error."""
     async with factory() as session:
@@ -57,7 +67,15 @@ async def session_scope(factory: async_sessionmaker[AsyncSession]) -> AsyncItera
             await session.rollback()
             raise
         else:
-            await session.commit()
+            await run_post_commit(session)
+
+
+async def run_post_commit(session: AsyncSession) -> None:
+    """Commit, then run the hooks registered with `after_commit`."""
+    await session.commit()
+    hooks: list[PostCommitHook] = session.info.pop(_POST_COMMIT, [])
+    for hook in hooks:
+        await hook()
 
 
 async def current_revision(engine: AsyncEngine) -> str | None:

@@ -1,4 +1,6 @@
-"""FastAPI dependencies for the resources the lifespan opens (engine, sessions, Redis, settings, lifecycle)."""
+"""FastAPI dependencies for the resources the lifespan opens (engine, sessions, Redis, settings, lifecycle).
+
+All `async def`: FastAPI would run plain `def` dependencies in a thread pool, a costly hop for a dict lookup."""
 
 from __future__ import annotations
 
@@ -14,22 +16,22 @@ from app.core.db import session_scope
 from app.core.lifecycle import Lifecycle
 
 
-def get_settings_dep(request: Request) -> Settings:
+async def get_settings_dep(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def get_engine(request: Request) -> AsyncEngine:
+async def get_engine(request: Request) -> AsyncEngine:
     engine: AsyncEngine = request.app.state.engine
     return engine
 
 
-def get_redis(request: Request) -> Redis:
+async def get_redis(request: Request) -> Redis:
     redis: Redis = request.app.state.redis
     return redis
 
 
-def get_lifecycle(request: Request) -> Lifecycle:
+async def get_lifecycle(request: Request) -> Lifecycle:
     lifecycle: Lifecycle = request.app.state.lifecycle
     return lifecycle
 

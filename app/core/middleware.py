@@ -2,7 +2,8 @@
 
 `RequestContextMiddleware` is outermost: request id in and out, one access-log line per request, and the last
 line of defence that turns an unhandled exception into a 500 problem with nothing internal in it.
-`BodyLimitMiddleware` refuses oversized bodies with 413 before they are read in full.
+`BodyLimitMiddleware` refuses oversized bodies with 413 before they are read in full; a route that needs more
+(POST /v1/analyze takes up to 1 000 000 trades) registers its own limit in `app.state.body_limits`.
 """
 
 from __future__ import annotations
@@ -84,8 +85,15 @@ class RequestContextMiddleware:
             structlog.contextvars.unbind_contextvars("request_id")
 
 
+BODY_LIMITS_STATE = "body_limits"
+
+
 class BodyLimitMiddleware:
-    """413 for bodies over `max_body_bytes`: at once from Content-Length, or as soon as a streamed body passes it."""
+    """413 for bodies over `max_body_bytes`: at once from Content-Length, or as soon as a streamed body passes it.
+
+    Per-path overrides live in `app.state.body_limits` (exact path → bytes), filled by the routers that need them
+    in their lifespan: the domain owns its bound and the app factory need not know every route's limit.
+    """
 
     def __init__(self, app: ASGIApp, *, max_body_bytes: int) -> None:
         self.app = app
@@ -95,9 +103,10 @@ class BodyLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = _path_limit(scope, self.max_body_bytes)
         declared = _content_length(scope)
-        if declared is not None and declared > self.max_body_bytes:
-            await self._reject(scope, receive, send)
+        if declared is not None and declared > limit:
+            await self._reject(scope, receive, send, limit)
             return
         received = 0
         response_started = False
@@ -107,8 +116,8 @@ class BodyLimitMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_body_bytes:
-                    raise BodyTooLarge(self._detail())
+                if received > limit:
+                    raise BodyTooLarge(_limit_detail(limit))
             return message
 
         async def tracking_send(message: Message) -> None:
@@ -123,19 +132,30 @@ class BodyLimitMiddleware:
             # Raised from a body read outside a route's error handling (e.g. inside a middleware).
             if response_started:
                 raise
-            await self._reject(scope, receive, send)
+            await self._reject(scope, receive, send, limit)
 
-    def _detail(self) -> str:
-        return f"The request body exceeds the limit of {self.max_body_bytes} bytes."
-
-    async def _reject(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _reject(self, scope: Scope, receive: Receive, send: Send, limit: int) -> None:
         response = problem_response(
             scope,
             problem=PROBLEM_TYPES[PayloadTooLarge.slug],
-            detail=self._detail(),
+            detail=_limit_detail(limit),
             headers={"connection": "close"},
         )
         await response(scope, receive, send)
+
+
+def _limit_detail(limit: int) -> str:
+    return f"The request body exceeds the limit of {limit} bytes."
+
+
+def _path_limit(scope: Scope, default: int) -> int:
+    app = scope.get("app")
+    limits = getattr(getattr(app, "state", None), BODY_LIMITS_STATE, None)
+    if isinstance(limits, dict):
+        override = limits.get(scope.get("path"))
+        if isinstance(override, int):
+            return override
+    return default
 
 
 def _content_length(scope: Scope) -> int | None:

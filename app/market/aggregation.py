@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
-from app.market.events import BUY, Liquidation, Trade
+from app.market.events import BUY, Liquidation, Trade, TradeGroup
 
 TIMEFRAMES: Final[dict[str, int]] = {
     "1m": 60_000,
@@ -133,6 +133,22 @@ class _BarBuilder:
         index = bin_index(price, self.tick)
         self._add_level(index, 0.0 if buy else quantity, quantity if buy else 0.0)
 
+    def add_group(self, group: TradeGroup) -> None:
+        """Apply coalesced trades: the same result as their trades one by one (up to float summation order)."""
+        if self.trade_count == 0:
+            self.open, self.high, self.low = group.open, group.high, group.low
+        else:
+            self.high = max(self.high, group.high)
+            self.low = min(self.low, group.low)
+        self.close = group.close
+        self.trade_count += group.count
+        self.quote_volume += group.quote_volume
+        self.buy_volume += group.buy_volume
+        self.sell_volume += group.sell_volume
+        # The coalescer bins at the aggregator's base tick, so a group's bin is one of ours.
+        for index, bid, ask in group.bins:
+            self._add_level(index, bid, ask)
+
     def _add_level(self, base_index: int, bid: float, ask: float) -> None:
         key = base_index >> self.shift
         level = self.footprint.get(key)
@@ -202,10 +218,11 @@ class _BarBuilder:
 class _Series:
     """One timeframe: bounded closed bars plus the forming one."""
 
-    __slots__ = ("closed", "forming", "last_close", "next_open", "timeframe", "width")
+    __slots__ = ("closed", "forming", "last_close", "next_open", "on_close", "timeframe", "width")
 
-    def __init__(self, timeframe: str, max_bars: int) -> None:
+    def __init__(self, timeframe: str, max_bars: int, on_close: Callable[[Bar], None] | None) -> None:
         self.timeframe = timeframe
+        self.on_close = on_close
         self.width = TIMEFRAMES[timeframe]
         self.closed: deque[Bar] = deque(maxlen=max_bars)
         self.forming: _BarBuilder | None = None
@@ -214,14 +231,21 @@ class _Series:
 
     def close_forming(self) -> None:
         if self.forming is not None:
-            self.closed.append(self.forming.freeze(closed=True))
+            bar = self.forming.freeze(closed=True)
+            self.closed.append(bar)
+            if self.on_close is not None:
+                self.on_close(bar)
             self.last_close = self.forming.close
             self.next_open = self.forming.open_time + self.width
             self.forming = None
 
 
 class BarAggregator:
-    """Bars for one (venue, symbol) across ``timeframes``, each holding at most ``max_bars`` closed bars."""
+    """Bars for one (venue, symbol) across ``timeframes``, each holding at most ``max_bars`` closed bars.
+
+    ``on_close`` is called with every bar as it closes (the pipeline's writer stores it), so a caller that
+    persists bars elsewhere can keep ``max_bars`` small.
+    """
 
     def __init__(
         self,
@@ -230,6 +254,7 @@ class BarAggregator:
         timeframes: Sequence[str] = tuple(TIMEFRAMES),
         max_bars: int = DEFAULT_MAX_BARS,
         max_footprint_levels: int = DEFAULT_MAX_FOOTPRINT_LEVELS,
+        on_close: Callable[[Bar], None] | None = None,
     ) -> None:
         if tick_size <= 0:
             raise ValueError("tick_size must be positive")
@@ -240,7 +265,7 @@ class BarAggregator:
             raise ValueError("max_bars and max_footprint_levels must be at least 1")
         self.tick_size = tick_size
         self.max_footprint_levels = max_footprint_levels
-        self._series = {tf: _Series(tf, max_bars) for tf in timeframes}
+        self._series = {tf: _Series(tf, max_bars, on_close) for tf in timeframes}
         self.late_trades = 0
         self.late_liquidations = 0
 
@@ -270,6 +295,16 @@ class BarAggregator:
             builder.add_trade(trade.price, trade.quantity, buy)
             late = late or was_late
         self.late_trades += late
+
+    def add_group(self, group: TradeGroup) -> None:
+        if group.tick != self.tick_size:
+            raise ValueError(f"group binned at tick {group.tick}, aggregator at {self.tick_size}")
+        late = False
+        for series in self._series.values():
+            builder, was_late = self._builder_for(series, group.first_ts, group.open)
+            builder.add_group(group)
+            late = late or was_late
+        self.late_trades += group.count if late else 0
 
     def add_trades(self, trades: Iterable[Trade]) -> None:
         for trade in trades:

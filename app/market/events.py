@@ -109,4 +109,28 @@ class Kline:
     closed: bool
 
 
+@dataclass(frozen=True, slots=True)
+class TradeGroup:
+    """Trades of one symbol and one 1 m window merged into one item by the pipeline's coalescer (a burst the
+    queue could not take one by one). It carries everything a bar needs, so applying it equals applying its
+    trades in order: first/last price (open/close), high, low, count, per-side volume, Σ price·qty and
+    per-price-bin volumes at ``tick`` (``bins``: (bin index, taker-sell qty, taker-buy qty), ascending)."""
+
+    venue: Venue
+    symbol: str
+    first_ts: int  # exchange time of the first and last merged trade
+    last_ts: int
+    receive_ts: int  # of the first merged trade: the group's latency is its oldest trade's
+    open: float
+    high: float
+    low: float
+    close: float
+    count: int
+    buy_volume: float
+    sell_volume: float
+    quote_volume: float
+    tick: float
+    bins: tuple[tuple[int, float, float], ...]
+
+
 MarketEvent = Trade | BookSnapshot | BookUpdate | Liquidation | Kline

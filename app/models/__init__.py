@@ -22,4 +22,19 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 
-__all__ = ["NAMING_CONVENTION", "Base"]
+# Imported after Base exists so every table registers on the metadata (alembic autogenerate sees them all).
+from app.models.api_key import ApiKey, KeyExpiryNotice  # noqa: E402
+from app.models.audit_event import AuditEvent  # noqa: E402
+from app.models.tenant import Tenant  # noqa: E402
+from app.models.webhook import WebhookDelivery, WebhookEndpoint  # noqa: E402
+
+__all__ = [
+    "NAMING_CONVENTION",
+    "ApiKey",
+    "AuditEvent",
+    "Base",
+    "KeyExpiryNotice",
+    "Tenant",
+    "WebhookDelivery",
+    "WebhookEndpoint",
+]

@@ -75,9 +75,9 @@ def _assert_problem(response: Any, status: int, type_: str) -> dict[str, Any]:
 
 
 async def test_unknown_route_is_a_404_problem(test_client: AsyncClient) -> None:
-    response = await test_client.get("/v1/nope")
+    response = await test_client.get("/nope")
     body = _assert_problem(response, 404, "/problems/not-found")
-    assert "/v1/nope" in body["detail"]
+    assert "/nope" in body["detail"]
 
 
 async def test_wrong_method_is_a_405_problem_with_allow(test_client: AsyncClient) -> None:

@@ -24,6 +24,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 DEPTH_PATHS = ("/api/v3/depth", "/fapi/v1/depth")
+KLINES_PATHS = ("/api/v3/klines", "/fapi/v1/klines")
 
 
 @dataclass(frozen=True)
@@ -126,6 +127,7 @@ class MockExchange:
         rest_script: Iterable[ScriptedResponse] = (),
         rest_delay_s: float = 0.0,
         live_snapshots: bool = False,
+        klines: dict[str, list[list[object]]] | None = None,
     ) -> None:
         self.capture = capture
         self.frame_delay_s = frame_delay_s
@@ -135,6 +137,9 @@ class MockExchange:
         self.rest_delay_s = rest_delay_s
         # After the first (recorded) snapshot of a symbol on a connection, serve the venue's current state.
         self.live_snapshots = live_snapshots
+        # interval → kline rows in Binance's REST layout, served by /api/v3/klines and /fapi/v1/klines.
+        self.klines = klines or {}
+        self.kline_calls: list[str] = []
         self._served: set[str] = set()
         self.rest_calls: list[str] = []
         self.ws_paths: list[str] = []
@@ -170,6 +175,8 @@ class MockExchange:
         path = urlsplit(request.path).path
         if path == "/stream":
             return None  # continue with the WebSocket handshake
+        if path in KLINES_PATHS:
+            return self._klines(request.path)
         if path not in DEPTH_PATHS:
             return self._response(404, b'{"code":-1,"msg":"not found"}')
         self.rest_calls.append(request.path)
@@ -184,6 +191,19 @@ class MockExchange:
             return self._response(200, live.body())
         self._served.add(symbol)
         return self._response(200, self.capture.snapshots[symbol])
+
+    def _klines(self, path: str) -> Response:
+        """Binance's paging: rows from ``startTime`` on, else the newest ``limit`` rows."""
+        self.kline_calls.append(path)
+        query = parse_qs(urlsplit(path).query)
+        rows = self.klines.get(query["interval"][0], [])
+        limit = int(query.get("limit", ["500"])[0])
+        if "startTime" in query:
+            start = int(query["startTime"][0])
+            rows = [row for row in rows if int(str(row[0])) >= start][:limit]
+        else:
+            rows = rows[-limit:]
+        return self._response(200, json.dumps(rows).encode())
 
     @staticmethod
     def _response(status: int, body: bytes, extra: dict[str, str] | None = None) -> Response:

@@ -10,7 +10,6 @@ reader rather than dropping a diff).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
@@ -22,6 +21,7 @@ from websockets.exceptions import WebSocketException
 
 from app.market.events import BookUpdate, MarketEvent
 from app.market.recovery import Backoff, CircuitBreaker, Clock, parse_retry_after
+from app.market.tasks import cancel_and_wait, cancelling
 from app.market.venues.binance import (
     DEFAULT_REST_URL,
     DEFAULT_STREAMS,
@@ -79,6 +79,7 @@ class ConnectorStats:
     snapshot_failures: int = 0
     breaker_waits: int = 0
     last_frame_at: float | None = None
+    last_error: str | None = None  # why the last connection ended or failed (for the feed status)
     backoff_delays: list[float] = field(default_factory=list)
 
 
@@ -148,9 +149,7 @@ class BinanceConnector:
     async def stop(self) -> None:
         task, self._task = self._task, None
         if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_and_wait(task)
 
     async def force_reconnect(self) -> None:
         """Close the current connection; :meth:`run` reconnects (after its backoff delay)."""
@@ -166,6 +165,9 @@ class BinanceConnector:
                 try:
                     await self._session(http)
                 except (OSError, TimeoutError, WebSocketException) as exc:
+                    if cancelling():  # a stop() that arrived as a connect timeout
+                        raise asyncio.CancelledError from exc
+                    self.stats.last_error = repr(exc)
                     logger.info("binance.disconnected", extra={"venue": self.venue, "error": repr(exc)})
                 delay = self.backoff.next_delay()
                 if len(self.stats.backoff_delays) >= self._max_recorded_delays:

@@ -1,0 +1,49 @@
+"""Authentication and authorization problems (401 with a distinct type per cause, 403, 503)."""
+
+from __future__ import annotations
+
+from app.core.errors import AppError
+
+BEARER_CHALLENGE = {"www-authenticate": 'Bearer realm="deltaflow"'}
+
+
+class ApiKeyMissing(AppError):
+    slug = "api-key-missing"
+    title = "API key required"
+    status = 401
+    description = "Send the key as `Authorization: Bearer <key>` or `X-API-Key: <key>`."
+
+
+class ApiKeyInvalid(AppError):
+    slug = "api-key-invalid"
+    title = "Invalid API key"
+    status = 401
+    description = "The key is malformed, fails its checksum, or is not known to this service."
+
+
+class ApiKeyRevoked(AppError):
+    slug = "api-key-revoked"
+    title = "API key revoked"
+    status = 401
+    description = "The key was revoked; create or rotate to a new key."
+
+
+class ApiKeyExpired(AppError):
+    slug = "api-key-expired"
+    title = "API key expired"
+    status = 401
+    description = "The key passed its expiry (at most 90 days after creation), or a rotation's grace period ended."
+
+
+class InsufficientScope(AppError):
+    slug = "insufficient-scope"
+    title = "Insufficient scope"
+    status = 403
+    description = "The key is valid but lacks a scope this route requires; `required_scopes` lists them."
+
+
+class AuthUnavailable(AppError):
+    slug = "auth-unavailable"
+    title = "Authentication temporarily unavailable"
+    status = 503
+    description = "Neither the database nor the verification cache could be reached; retry shortly."

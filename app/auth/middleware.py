@@ -1,0 +1,103 @@
+"""The one place `/v1` requests are authenticated and authorised, before any handler runs (pure ASGI).
+
+Order of checks: key present → well-formed with a valid checksum (no I/O) → verified (caches, then database) →
+not revoked, not expired → holds the scopes the matched route declared. Failures are problem+json: 401 with a
+distinct type per cause, 403 for missing scopes, 503 when the key store is unreachable. Keys close to expiry get
+`Sunset` (RFC 8594) on every response.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from email.utils import format_datetime
+
+import structlog
+from starlette.datastructures import MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.auth.errors import BEARER_CHALLENGE, ApiKeyMissing, InsufficientScope
+from app.auth.policy import PROTECTED_PREFIX, RouteRule, match_rule
+from app.auth.principal import Principal
+from app.auth.verifier import KeyVerifier
+from app.core.errors import PROBLEM_TYPES, AppError, problem_response
+
+
+def _extract_key(scope: Scope) -> str | None:
+    api_key: str | None = None
+    name: bytes
+    value: bytes
+    for name, value in scope.get("headers", ()):
+        if name == b"authorization":
+            scheme, _, credentials = value.decode("latin-1").partition(" ")
+            if scheme.lower() == "bearer" and credentials.strip():
+                return credentials.strip()
+        elif name == b"x-api-key":
+            api_key = value.decode("latin-1").strip() or None
+    return api_key
+
+
+class AuthMiddleware:
+    def __init__(self, app: ASGIApp, *, rules: Sequence[RouteRule], sunset_warning_days: int) -> None:
+        self.app = app
+        self.rules = rules
+        self.sunset_warning_seconds = sunset_warning_days * 86_400
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path: str = scope.get("path", "")
+        if scope["type"] != "http" or not (path == PROTECTED_PREFIX or path.startswith(PROTECTED_PREFIX + "/")):
+            await self.app(scope, receive, send)
+            return
+        verifier: KeyVerifier = scope["app"].state.key_verifier
+        try:
+            principal = await self._authenticate(verifier, scope)
+        except AppError as error:
+            headers = dict(error.headers)
+            if error.status == 401:
+                headers.update(BEARER_CHALLENGE)
+            response = problem_response(
+                scope,
+                problem=PROBLEM_TYPES[type(error).slug],
+                detail=error.detail,
+                extensions=error.extensions,
+                headers=headers,
+            )
+            await response(scope, receive, send)
+            return
+        scope.setdefault("state", {})["principal"] = principal
+        structlog.contextvars.bind_contextvars(key_id=str(principal.key_id), tenant_id=str(principal.tenant_id))
+        try:
+            await self.app(scope, receive, self._with_sunset(principal, send))
+        finally:
+            structlog.contextvars.unbind_contextvars("key_id", "tenant_id")
+
+    async def _authenticate(self, verifier: KeyVerifier, scope: Scope) -> Principal:
+        raw_key = _extract_key(scope)
+        if raw_key is None:
+            raise ApiKeyMissing("Send an API key as `Authorization: Bearer <key>` or `X-API-Key: <key>`.")
+        principal = await verifier.verify(raw_key)
+        rule = match_rule(self.rules, scope["path"], scope["method"])
+        if rule is not None and not principal.has(rule.scopes):
+            missing = sorted(scope.value for scope in rule.scopes - principal.scopes)
+            raise InsufficientScope(
+                f"This route requires {', '.join(missing)}.",
+                extensions={
+                    "required_scopes": sorted(s.value for s in rule.scopes),
+                    "granted_scopes": sorted(s.value for s in principal.scopes),
+                },
+            )
+        return principal
+
+    def _with_sunset(self, principal: Principal, send: Send) -> Send:
+        expires = principal.expires_at.timestamp()
+        if expires - time.time() > self.sunset_warning_seconds:
+            return send
+        sunset = format_datetime(datetime.fromtimestamp(expires, UTC), usegmt=True).encode("latin-1")
+
+        async def send_with_sunset(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                MutableHeaders(scope=message).raw.append((b"sunset", sunset))
+            await send(message)
+
+        return send_with_sunset

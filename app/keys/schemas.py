@@ -1,0 +1,76 @@
+"""HTTP shapes for /v1/keys and /v1/me. `ApiKeyCreated` is the only one that carries the secret."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from app.auth.scopes import Role, Scope
+from app.keys.repository import KeyStatus
+
+
+class ExpiryRequest(BaseModel):
+    """Ask for an earlier expiry than the maximum lifetime: seconds from now, or a timestamp (not both)."""
+
+    expires_in_seconds: Annotated[int, Field(gt=0)] | None = Field(
+        default=None, description="Seconds from now; at most DELTAFLOW_KEY_MAX_LIFETIME_DAYS (90 days)."
+    )
+    expires_at: datetime | None = Field(default=None, description="An aware timestamp within the maximum lifetime.")
+
+
+class ApiKeyCreate(ExpiryRequest):
+    model_config = ConfigDict(extra="forbid")
+
+    name: Annotated[str, Field(min_length=1, max_length=200)] = Field(examples=["signals-bot"])
+    role: Role = Role.READER
+    scopes: list[Scope] | None = Field(
+        default=None, description="A subset of the role's scopes (default: all of them). Never more than yours."
+    )
+
+
+class ApiKeyRotate(ExpiryRequest):
+    model_config = ConfigDict(extra="forbid")
+
+    grace_seconds: Annotated[int, Field(ge=0)] | None = Field(
+        default=None,
+        description="How long the old key keeps working (default 24 h, 0 = stop now, at most 7 days, "
+        "never past its own expiry).",
+    )
+
+
+class ApiKeyRead(BaseModel):
+    id: uuid.UUID
+    tenant_id: uuid.UUID
+    name: str
+    prefix: str = Field(description="The first characters of the key, for recognising it.")
+    last_four: str
+    role: Role
+    scopes: list[Scope]
+    status: KeyStatus
+    created_at: datetime
+    expires_at: datetime
+    revoked_at: datetime | None
+    rotated_at: datetime | None
+    rotated_from_id: uuid.UUID | None
+    last_used_at: datetime | None
+
+
+class ApiKeyCreated(ApiKeyRead):
+    secret: str = Field(description="The API key. Shown exactly once: store it now.")
+
+
+class ApiKeyPage(BaseModel):
+    items: list[ApiKeyRead]
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null on the last page.")
+
+
+class Me(BaseModel):
+    key_id: uuid.UUID
+    tenant_id: uuid.UUID
+    name: str
+    role: Role
+    scopes: list[Scope]
+    expires_at: datetime

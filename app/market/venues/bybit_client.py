@@ -1,0 +1,271 @@
+"""Asyncio connector for Bybit v5 public (linear): trades, ``orderbook.50`` books and liquidations on one socket.
+
+Per connection the connector owns the socket and one keepalive task; when the connection ends, for whatever reason,
+the task is cancelled and awaited and the socket closed before the backoff sleep, so reconnects leak nothing.
+Events go to an async ``sink``; awaiting it is the backpressure.
+
+Liveness: Bybit drops clients that stay silent, and documents an application-level ``{"op":"ping"}`` every 20 s.
+A ping whose pong does not arrive within ``pong_timeout_s``, or no frame at all for ``silence_timeout_s``, means a
+stale feed: the connection is closed and re-opened. A book gap is repaired in band by unsubscribing and
+resubscribing its topic (Bybit answers every subscribe with a fresh snapshot); a book that does not recover within
+``snapshot_timeout_s`` or ``max_resubscribes`` attempts escalates to a reconnect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosedOK, WebSocketException
+
+from app.market.events import BookSnapshot, BookUpdate
+from app.market.recovery import Backoff, Clock
+from app.market.venues.bybit import (
+    DEFAULT_BOOK_DEPTH,
+    DEFAULT_WS_URL,
+    VENUE,
+    BookResult,
+    BybitBook,
+    Control,
+    MalformedFrameError,
+    book_topic,
+    parse_frame,
+    request,
+    topics,
+)
+from app.market.venues.ws_common import EventSink, FeedStats, Sleep
+
+logger = logging.getLogger(__name__)
+
+
+class BybitFeedError(Exception):
+    """The venue refused a request, or a book could not be recovered on this connection: reconnect."""
+
+
+@dataclass(frozen=True, slots=True)
+class BybitLimits:
+    """Every bound the connector applies; the config layer fills these from settings."""
+
+    book_depth: int = DEFAULT_BOOK_DEPTH
+    max_book_levels: int = 200  # per side; orderbook.50 keeps ~50, this only guards against a misbehaving feed
+    ping_interval_s: float = 20.0  # Bybit's documented keepalive interval
+    pong_timeout_s: float = 10.0
+    silence_timeout_s: float = 30.0  # no frame at all (not even a pong) for this long: stale
+    snapshot_timeout_s: float = 10.0  # a resubscribed book must be back within this
+    max_resubscribes: int = 5  # per connection; past it a reconnect resets everything
+    max_topics_per_request: int = 10  # Bybit caps args per subscribe request
+    open_timeout_s: float = 10.0
+    close_timeout_s: float = 2.0
+    max_frame_bytes: int = 1 << 20
+    max_queued_frames: int = 64  # frames websockets buffers ahead of the reader
+
+
+@dataclass(slots=True)
+class BybitStats(FeedStats):
+    acks: int = 0
+    pings: int = 0
+    pongs: int = 0
+    stale_timeouts: int = 0
+    resyncs: int = 0
+
+
+class BybitConnector:
+    def __init__(
+        self,
+        symbols: Iterable[str],
+        sink: EventSink,
+        *,
+        ws_url: str | None = None,
+        limits: BybitLimits | None = None,
+        backoff: Backoff | None = None,
+        clock: Clock = time.monotonic,
+        wall_clock: Clock = time.time,
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
+        self.venue = VENUE
+        self.symbols = list(dict.fromkeys(s.upper() for s in symbols))
+        if not self.symbols:
+            raise ValueError("at least one symbol is required")
+        self._sink = sink
+        self.ws_url = ws_url or DEFAULT_WS_URL
+        self.limits = limits or BybitLimits()
+        self.backoff = backoff or Backoff(clock=clock)
+        self._clock = clock
+        self._wall_clock = wall_clock
+        self._sleep = sleep
+        self.stats = BybitStats()
+        self.books = {s: BybitBook(s, self.limits.max_book_levels) for s in self.symbols}
+        self._ws: ClientConnection | None = None
+        self._pong = asyncio.Event()
+        self._req_ids = itertools.count(1)
+        self._resubscribes = 0
+        self._awaiting_snapshot: dict[str, float] = {}  # symbol → when its book went invalid
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def topics(self) -> list[str]:
+        return [t for s in self.symbols for t in topics(s, self.limits.book_depth)]
+
+    def start(self) -> asyncio.Task[None]:
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self.run(), name="bybit-connector")
+        return self._task
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    aclose = stop
+
+    async def force_reconnect(self) -> None:
+        """Close the current connection; :meth:`run` reconnects (after its backoff delay)."""
+        if self._ws is not None:
+            await self._ws.close()
+
+    async def run(self) -> None:
+        """Connect, stream and reconnect until cancelled."""
+        while True:
+            try:
+                await self._session()
+            except ConnectionClosedOK:
+                logger.info("bybit.closed")
+            except (OSError, TimeoutError, WebSocketException, BybitFeedError) as exc:
+                self.stats.record_error(repr(exc))
+                logger.info("bybit.disconnected", extra={"error": repr(exc)})
+            delay = self.backoff.next_delay()
+            self.stats.backoff_delays.append(delay)
+            self.stats.reconnects += 1
+            await self._sleep(delay)
+
+    async def _session(self) -> None:
+        limits = self.limits
+        async with connect(
+            self.ws_url,
+            open_timeout=limits.open_timeout_s,
+            close_timeout=limits.close_timeout_s,
+            # Bybit's keepalive is the application-level ping below; protocol pings would only double the traffic.
+            ping_interval=None,
+            max_size=limits.max_frame_bytes,
+            max_queue=limits.max_queued_frames,
+        ) as ws:
+            self._ws = ws
+            self.stats.connects += 1
+            self.stats.connected = True
+            self.backoff.on_connected()
+            self._resubscribes = 0
+            now = self._clock()
+            # A new connection is a new subscription: every book waits for the snapshot the subscribe brings.
+            for book in self.books.values():
+                book.invalidate()
+            self._awaiting_snapshot = dict.fromkeys(self.symbols, now)
+            keepalive: asyncio.Task[None] | None = None
+            try:
+                await self._subscribe(ws, "subscribe", self.topics)
+                keepalive = asyncio.create_task(self._keepalive(ws), name="bybit-keepalive")
+                while True:
+                    async with asyncio.timeout(limits.silence_timeout_s):
+                        raw = await ws.recv()
+                    await self._on_frame(raw, ws)
+            finally:
+                self._ws = None
+                self.stats.connected = False
+                self.stats.disconnects += 1
+                self.backoff.on_disconnected()
+                if keepalive is not None:
+                    keepalive.cancel()
+                    await asyncio.gather(keepalive, return_exceptions=True)
+
+    async def _subscribe(self, ws: ClientConnection, op: str, names: list[str]) -> None:
+        step = self.limits.max_topics_per_request
+        for start in range(0, len(names), step):
+            await ws.send(request(op, names[start : start + step], str(next(self._req_ids))))
+
+    async def _keepalive(self, ws: ClientConnection) -> None:
+        """Ping on schedule; a missing pong or a book stuck without a snapshot closes the connection."""
+        limits = self.limits
+        while True:
+            await asyncio.sleep(limits.ping_interval_s)
+            self._pong.clear()
+            await ws.send(request("ping", req_id=str(next(self._req_ids))))
+            self.stats.pings += 1
+            try:
+                async with asyncio.timeout(limits.pong_timeout_s):
+                    await self._pong.wait()
+            except TimeoutError:
+                self.stats.stale_timeouts += 1
+                self.stats.record_error("pong timeout")
+                logger.warning("bybit.stale", extra={"reason": "pong_timeout"})
+                await ws.close()
+                return
+            now = self._clock()
+            stuck = [s for s, since in self._awaiting_snapshot.items() if now - since >= limits.snapshot_timeout_s]
+            if stuck:
+                self.stats.record_error(f"no book snapshot for {','.join(stuck)}")
+                logger.warning("bybit.stale", extra={"reason": "snapshot_timeout", "symbols": stuck})
+                await ws.close()
+                return
+
+    async def _on_frame(self, raw: str | bytes, ws: ClientConnection) -> None:
+        self.stats.frames += 1
+        self.stats.last_frame_at = self._clock()
+        try:
+            parsed = parse_frame(raw, int(self._wall_clock() * 1000))
+        except MalformedFrameError:
+            self.stats.malformed += 1
+            return
+        if parsed.control is not None:
+            self._on_control(parsed.control)
+            return
+        if not parsed.events:
+            self.stats.ignored += 1
+            return
+        for event in parsed.events:
+            book = self.books.get(event.symbol)
+            if book is None:
+                self.stats.ignored += 1
+            elif isinstance(event, BookSnapshot):
+                book.on_snapshot(event, parsed.seq)
+                self._awaiting_snapshot.pop(event.symbol, None)
+                await self._sink(event)
+            elif isinstance(event, BookUpdate):
+                result = book.on_update(event, parsed.seq)
+                if result is BookResult.APPLIED:
+                    await self._sink(event)
+                elif result is BookResult.GAP:
+                    await self._resubscribe_book(event.symbol, ws)
+            else:
+                await self._sink(event)
+
+    def _on_control(self, control: Control) -> None:
+        if control.is_pong:
+            self.stats.pongs += 1
+            self._pong.set()
+        elif not control.success:
+            # A refused subscription never heals on its own; reconnecting (with backoff) retries it and shows it.
+            raise BybitFeedError(f"{control.op} refused: {control.message}")
+        elif control.op in ("subscribe", "unsubscribe"):
+            self.stats.acks += 1
+        else:
+            self.stats.ignored += 1
+
+    async def _resubscribe_book(self, symbol: str, ws: ClientConnection) -> None:
+        self.stats.resyncs += 1
+        self._resubscribes += 1
+        logger.warning("bybit.resync", extra={"symbol": symbol})
+        if self._resubscribes > self.limits.max_resubscribes:
+            raise BybitFeedError(f"book for {symbol} kept breaking: {self._resubscribes} resubscribes")
+        self._awaiting_snapshot.setdefault(symbol, self._clock())
+        topic = [book_topic(symbol, self.limits.book_depth)]
+        # Unsubscribe first: subscribing to a topic already held is refused, and only a new subscribe brings a
+        # new snapshot. Deltas still in flight meanwhile are dropped by the invalid book.
+        await self._subscribe(ws, "unsubscribe", topic)
+        await self._subscribe(ws, "subscribe", topic)

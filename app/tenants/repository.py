@@ -1,0 +1,75 @@
+"""All SQL for tenants and their webhook endpoints and deliveries."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.models import Tenant, WebhookDelivery, WebhookEndpoint
+
+
+async def get_tenant(session: AsyncSession, tenant_id: uuid.UUID) -> Tenant | None:
+    return await session.get(Tenant, tenant_id)
+
+
+async def get_tenant_by_name(session: AsyncSession, name: str) -> Tenant | None:
+    return (await session.execute(select(Tenant).where(Tenant.name == name))).scalar_one_or_none()
+
+
+async def list_tenants(session: AsyncSession, *, limit: int, offset: int) -> Sequence[Tenant]:
+    query = select(Tenant).order_by(Tenant.created_at, Tenant.id).limit(limit).offset(offset)
+    return (await session.execute(query)).scalars().all()
+
+
+def add_tenant(session: AsyncSession, tenant: Tenant) -> None:
+    session.add(tenant)
+
+
+async def get_webhook(session: AsyncSession, tenant_id: uuid.UUID) -> WebhookEndpoint | None:
+    return await session.get(WebhookEndpoint, tenant_id)
+
+
+def add_webhook(session: AsyncSession, endpoint: WebhookEndpoint) -> None:
+    session.add(endpoint)
+
+
+def enqueue_delivery(
+    session: AsyncSession, *, tenant_id: uuid.UUID, event: str, payload: dict[str, Any], due_at: datetime
+) -> None:
+    session.add(WebhookDelivery(tenant_id=tenant_id, event=event, payload=payload, next_attempt_at=due_at))
+
+
+async def due_deliveries(session: AsyncSession, now: datetime, limit: int) -> Sequence[WebhookDelivery]:
+    query = (
+        select(WebhookDelivery)
+        .where(WebhookDelivery.status == "pending", WebhookDelivery.next_attempt_at <= now)
+        .order_by(WebhookDelivery.next_attempt_at)
+        .limit(limit)
+    )
+    return (await session.execute(query)).scalars().all()
+
+
+async def claim_delivery(
+    session: AsyncSession, delivery_id: uuid.UUID, seen_next_attempt_at: datetime, lease_until: datetime
+) -> bool:
+    """Optimistic claim (works on Postgres and SQLite): only one instance moves `next_attempt_at` forward."""
+    result = await session.execute(
+        update(WebhookDelivery)
+        .where(
+            WebhookDelivery.id == delivery_id,
+            WebhookDelivery.status == "pending",
+            WebhookDelivery.next_attempt_at == seen_next_attempt_at,
+        )
+        .values(next_attempt_at=lease_until)
+    )
+    return bool(getattr(result, "rowcount", 0) == 1)
+
+
+async def list_deliveries(session: AsyncSession, tenant_id: uuid.UUID) -> Sequence[WebhookDelivery]:
+    query = select(WebhookDelivery).where(WebhookDelivery.tenant_id == tenant_id).order_by(WebhookDelivery.created_at)
+    return (await session.execute(query)).scalars().all()

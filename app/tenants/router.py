@@ -1,0 +1,105 @@
+"""/v1/tenants (operators), /v1/webhook and /v1/audit."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query
+
+from app.audit import repository as audit_repository
+from app.auth.policy import require
+from app.auth.scopes import Scope
+from app.core.deps import DbSession, SettingsDep
+from app.core.pagination import decode_cursor, encode_cursor
+from app.core.schemas import problem_responses
+from app.keys.router import ActorDep
+from app.tenants.schemas import AuditEventRead, AuditPage, TenantCreate, TenantRead, WebhookRead, WebhookUpdate
+from app.tenants.service import TenantService
+
+router = APIRouter(prefix="/v1", tags=["tenants"])
+
+
+async def get_tenant_service(session: DbSession, settings: SettingsDep) -> TenantService:
+    return TenantService(session, settings)
+
+
+Service = Annotated[TenantService, Depends(get_tenant_service)]
+
+
+@router.post(
+    "/tenants",
+    response_model=TenantRead,
+    status_code=201,
+    summary="Create a tenant (operators)",
+    dependencies=[require(Scope.TENANTS_WRITE)],
+    responses=problem_responses(401, 403, 409, 422, 503),
+)
+async def create_tenant(body: TenantCreate, service: Service, actor: ActorDep) -> TenantRead:
+    tenant = await service.create(actor, body.name)
+    return TenantRead(id=tenant.id, name=tenant.name, created_at=tenant.created_at)
+
+
+@router.get(
+    "/tenants",
+    response_model=list[TenantRead],
+    summary="List tenants (operators)",
+    dependencies=[require(Scope.TENANTS_READ)],
+    responses=problem_responses(401, 403, 422, 503),
+)
+async def list_tenants(
+    service: Service,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> list[TenantRead]:
+    tenants = await service.list(limit=limit, offset=offset)
+    return [TenantRead(id=t.id, name=t.name, created_at=t.created_at) for t in tenants]
+
+
+@router.put(
+    "/webhook",
+    response_model=WebhookRead,
+    summary="Set your tenant's webhook URL (expiry notices are POSTed there, HMAC-signed)",
+    dependencies=[require(Scope.WEBHOOKS_WRITE)],
+    responses=problem_responses(401, 403, 422, 503),
+)
+async def put_webhook(body: WebhookUpdate, service: Service, actor: ActorDep) -> WebhookRead:
+    return await service.put_webhook(actor, body)
+
+
+@router.get(
+    "/audit",
+    response_model=AuditPage,
+    summary="Your tenant's audit trail, newest first",
+    dependencies=[require(Scope.AUDIT_READ)],
+    responses=problem_responses(401, 403, 422, 503),
+)
+async def list_audit(
+    session: DbSession,
+    actor: ActorDep,
+    settings: SettingsDep,
+    action: str | None = None,
+    cursor: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+) -> AuditPage:
+    limit = min(limit, settings.audit_page_max)
+    events = await audit_repository.list_events(
+        session, actor.principal.tenant_id, action=action, after=decode_cursor(cursor), limit=limit + 1
+    )
+    items = list(events[:limit])
+    next_cursor = encode_cursor(items[-1].created_at, items[-1].id) if len(events) > limit else None
+    return AuditPage(
+        items=[
+            AuditEventRead(
+                id=e.id,
+                tenant_id=e.tenant_id,
+                actor_key_id=e.actor_key_id,
+                action=e.action,
+                target=e.target,
+                request_id=e.request_id,
+                created_at=e.created_at,
+                details=e.details,
+            )
+            for e in items
+        ],
+        next_cursor=next_cursor,
+    )

@@ -1,0 +1,84 @@
+"""Tenants (operators) and each tenant's webhook endpoint."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.audit import repository as audit
+from app.config import Settings
+from app.core.errors import AppError
+from app.core.security import derive_secret
+from app.keys.service import Actor
+from app.models import Tenant, WebhookEndpoint
+from app.tenants import repository
+from app.tenants.schemas import WebhookRead, WebhookUpdate
+
+
+class TenantNameTaken(AppError):
+    slug = "tenant-name-taken"
+    title = "Tenant name already in use"
+    status = 409
+    description = "Tenant names are unique."
+
+
+def webhook_secret(settings: Settings, tenant_id: uuid.UUID, version: int) -> str:
+    return derive_secret(settings.secret_key.get_secret_value(), f"webhook:{tenant_id}:{version}")
+
+
+class TenantService:
+    def __init__(self, session: AsyncSession, settings: Settings) -> None:
+        self.session = session
+        self.settings = settings
+
+    async def create(self, actor: Actor, name: str) -> Tenant:
+        if await repository.get_tenant_by_name(self.session, name) is not None:
+            raise TenantNameTaken(f"A tenant named {name!r} already exists.")
+        tenant = Tenant(id=uuid.uuid4(), name=name, created_at=datetime.now(UTC))
+        repository.add_tenant(self.session, tenant)
+        await self.session.flush()
+        audit.record(
+            self.session,
+            tenant_id=tenant.id,
+            actor_key_id=actor.principal.key_id,
+            action="tenant.created",
+            target=f"tenant:{tenant.id}",
+            request_id=actor.request_id,
+            details={"name": name, "created_by_tenant": str(actor.principal.tenant_id)},
+        )
+        return tenant
+
+    async def list(self, *, limit: int, offset: int) -> Sequence[Tenant]:
+        return await repository.list_tenants(self.session, limit=limit, offset=offset)
+
+    async def put_webhook(self, actor: Actor, data: WebhookUpdate) -> WebhookRead:
+        tenant_id = actor.principal.tenant_id
+        endpoint = await repository.get_webhook(self.session, tenant_id)
+        now = datetime.now(UTC)
+        if endpoint is None:
+            endpoint = WebhookEndpoint(tenant_id=tenant_id, url=str(data.url), secret_version=1, updated_at=now)
+            repository.add_webhook(self.session, endpoint)
+        else:
+            endpoint.url = str(data.url)
+            endpoint.updated_at = now
+            if data.rotate_secret:
+                endpoint.secret_version += 1
+        await self.session.flush()
+        audit.record(
+            self.session,
+            tenant_id=tenant_id,
+            actor_key_id=actor.principal.key_id,
+            action="webhook.updated",
+            target=f"webhook:{tenant_id}",
+            request_id=actor.request_id,
+            details={"url": endpoint.url, "secret_version": endpoint.secret_version},
+        )
+        return WebhookRead(
+            url=endpoint.url,
+            signing_secret=webhook_secret(self.settings, tenant_id, endpoint.secret_version),
+            secret_version=endpoint.secret_version,
+            updated_at=endpoint.updated_at,
+        )

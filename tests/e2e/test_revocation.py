@@ -1,0 +1,66 @@
+"""Two real server processes sharing Postgres and Redis: a key revoked through one is rejected by the other
+within a second (pub/sub invalidation), and the bootstrap CLI issues the first operator key."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+from contextlib import AsyncExitStack
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import TEST_REDIS_URL
+from tests.e2e.test_serve import serve
+
+pytestmark = pytest.mark.e2e
+
+DELTAFLOW = str(Path(sys.executable).parent / "deltaflow")
+
+
+def _bootstrap(env: dict[str, str]) -> str:
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("DELTAFLOW_")} | env
+    result = subprocess.run(
+        [DELTAFLOW, "keys", "bootstrap", "--tenant", "e2e", "--force"],
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    secret = result.stdout.strip().splitlines()[-1]
+    assert secret.startswith("dfk_"), result.stdout
+    return secret
+
+
+async def test_a_key_revoked_on_one_instance_is_rejected_by_another_within_a_second(
+    postgres_url: str, redis_client: object
+) -> None:
+    env = {"DELTAFLOW_DATABASE_URL": postgres_url, "DELTAFLOW_REDIS_URL": TEST_REDIS_URL}
+    operator = _bootstrap(env)
+    async with AsyncExitStack() as stack:
+        _a, url_a = await stack.enter_async_context(serve(env=env))
+        _b, url_b = await stack.enter_async_context(serve(env=env))
+        a = await stack.enter_async_context(httpx.AsyncClient(base_url=url_a, timeout=5))
+        b = await stack.enter_async_context(httpx.AsyncClient(base_url=url_b, timeout=5))
+        admin_headers = {"Authorization": f"Bearer {operator}"}
+
+        created = await a.post("/v1/keys", json={"name": "victim"}, headers=admin_headers)
+        assert created.status_code == 201
+        victim = {"X-API-Key": created.json()["secret"]}
+        for _ in range(3):  # cached in B's process and in Redis
+            assert (await b.get("/v1/me", headers=victim)).status_code == 200
+
+        revoked = await a.post(f"/v1/keys/{created.json()['id']}/revoke", headers=admin_headers)
+        assert revoked.status_code == 200
+        started = time.monotonic()
+        while (await b.get("/v1/me", headers=victim)).status_code != 401:
+            assert time.monotonic() - started < 1.0, "instance B still accepts the revoked key after 1 s"
+            await asyncio.sleep(0.02)
+        response = await b.get("/v1/me", headers=victim)
+        assert response.json()["type"] == "/problems/api-key-revoked"
+        assert (await b.get("/v1/me", headers=admin_headers)).status_code == 200

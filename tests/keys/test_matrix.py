@@ -1,0 +1,149 @@
+"""The role x route matrix, generated from the compiled policy: every /v1 route, every role, own tenant and
+(for routes that address a resource) another tenant. A /v1 route missing from REQUESTS fails the suite."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from fastapi import FastAPI
+from httpx import AsyncClient
+
+from app.auth.policy import compile_policy
+from app.auth.scopes import ROLE_SCOPES, Role
+from tests.keys.conftest import IssuedKey, MakeKey
+from tests.trading.test_markets import seed_feed
+
+
+@dataclass
+class Call:
+    path: str
+    json: Any = None
+
+
+Factory = Callable[[MakeKey, IssuedKey, str], Awaitable[Call]]
+
+
+async def _target_key(make_key: MakeKey, caller: IssuedKey, tenant: str) -> uuid.UUID:
+    return (await make_key(Role.READER, tenant=tenant)).key_id
+
+
+def _candles() -> list[dict[str, float]]:
+    return [
+        {"t": 1_700_000_000_000 + i * 60_000, "o": 100 + i, "h": 102 + i, "l": 99 + i, "c": 101 + i, "v": 10}
+        for i in range(30)
+    ]
+
+
+async def _me(make_key: MakeKey, caller: IssuedKey, tenant: str) -> Call:
+    return Call("/v1/me")
+
+
+async def _create_key(make_key: MakeKey, caller: IssuedKey, tenant: str) -> Call:
+    return Call("/v1/keys", {"name": "matrix", "role": "reader", "scopes": ["market:read"]})
+
+
+async def _list_keys(make_key: MakeKey, caller: IssuedKey, tenant: str) -> Call:
+    return Call("/v1/keys")
+
+
+async def _get_key(make_key: MakeKey, caller: IssuedKey, tenant: str) -> Call:
+    return Call(f"/v1/keys/{await _target_key(make_key, caller, tenant)}")
+
+
+async def _rotate_key(make_key: MakeKey, caller: IssuedKey, tenant: str) -> Call:
+    return Call(f"/v1/keys/{await _target_key(make_key, caller, tenant)}/rotate", {"grace_seconds": 0})
+
+
+async def _revoke_key(make_key: MakeKey, caller: IssuedKey, tenant: str) -> Call:
+    return Call(f"/v1/keys/{await _target_key(make_key, caller, tenant)}/revoke")
+
+
+async def _create_tenant(make_key: MakeKey, caller: IssuedKey, tenant: str) -> Call:
+    return Call("/v1/tenants", {"name": f"t-{uuid.uuid4().hex[:8]}"})
+
+
+async def _list_tenants(make_key: MakeKey, caller: IssuedKey, tenant: str) -> Call:
+    return Call("/v1/tenants")
+
+
+async def _put_webhook(make_key: MakeKey, caller: IssuedKey, tenant: str) -> Call:
+    return Call("/v1/webhook", {"url": "https://hooks.example/matrix"})
+
+
+async def _audit(make_key: MakeKey, caller: IssuedKey, tenant: str) -> Call:
+    return Call("/v1/audit")
+
+
+async def _analyze(make_key: MakeKey, caller: IssuedKey, tenant: str) -> Call:
+    return Call("/v1/analyze", {"candles": _candles(), "modules": ["cvd"]})
+
+
+async def _markets(make_key: MakeKey, caller: IssuedKey, tenant: str) -> Call:
+    return Call("/v1/markets")
+
+
+async def _candles_route(make_key: MakeKey, caller: IssuedKey, tenant: str) -> Call:
+    return Call("/v1/candles/binance/BTCUSDT?timeframe=1m&limit=2")
+
+
+async def _orderbook(make_key: MakeKey, caller: IssuedKey, tenant: str) -> Call:
+    return Call("/v1/orderbook/binance/BTCUSDT?depth=1")
+
+
+# (method, path template) → (factory, addresses a tenant-owned resource)
+REQUESTS: dict[tuple[str, str], tuple[Factory, bool]] = {
+    ("GET", "/v1/me"): (_me, False),
+    ("POST", "/v1/keys"): (_create_key, False),
+    ("GET", "/v1/keys"): (_list_keys, False),
+    ("GET", "/v1/keys/{key_id}"): (_get_key, True),
+    ("POST", "/v1/keys/{key_id}/rotate"): (_rotate_key, True),
+    ("POST", "/v1/keys/{key_id}/revoke"): (_revoke_key, True),
+    ("POST", "/v1/tenants"): (_create_tenant, False),
+    ("GET", "/v1/tenants"): (_list_tenants, False),
+    ("PUT", "/v1/webhook"): (_put_webhook, False),
+    ("GET", "/v1/audit"): (_audit, False),
+    ("POST", "/v1/analyze"): (_analyze, False),
+    ("GET", "/v1/markets"): (_markets, False),
+    ("GET", "/v1/candles/{venue}/{symbol}"): (_candles_route, False),
+    ("GET", "/v1/orderbook/{venue}/{symbol}"): (_orderbook, False),
+}
+
+
+def _expected(role: Role, required: frozenset[Any], cross_tenant: bool) -> str:
+    if not required <= ROLE_SCOPES[role]:
+        return "403"
+    if cross_tenant and role is not Role.OPERATOR:
+        return "404"
+    return "2xx"
+
+
+def _outcome(status: int) -> str:
+    return "2xx" if 200 <= status < 300 else str(status)
+
+
+def test_every_v1_route_is_in_the_matrix(app: FastAPI) -> None:
+    declared = {(method, rule.path) for rule in compile_policy(app.routes) for method in rule.methods}
+    assert declared == set(REQUESTS), "add new /v1 routes to REQUESTS (and decide their expected outcomes)"
+
+
+@pytest.mark.parametrize("role", list(Role))
+async def test_role_route_matrix(client: AsyncClient, app: FastAPI, make_key: MakeKey, role: Role) -> None:
+    rules = {(method, rule.path): rule for rule in compile_policy(app.routes) for method in rule.methods}
+    await seed_feed(app.state.redis)
+    mismatches: list[str] = []
+    for (method, path), (factory, tenant_owned) in REQUESTS.items():
+        for cross_tenant in (False, True) if tenant_owned else (False,):
+            caller = await make_key(role, tenant="matrix-own")
+            call = await factory(make_key, caller, "matrix-other" if cross_tenant else "matrix-own")
+            response = await client.request(method, call.path, json=call.json, headers=caller.headers)
+            expected = _expected(role, rules[(method, path)].scopes, cross_tenant)
+            if _outcome(response.status_code) != expected:
+                where = "other tenant" if cross_tenant else "own tenant"
+                mismatches.append(
+                    f"{role.value} {method} {path} ({where}): {response.status_code}, expected {expected}"
+                )
+    assert mismatches == []

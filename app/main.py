@@ -27,6 +27,7 @@ from app.system.router import router as system_router
 from app.tenants.router import router as tenants_router
 from app.trading.markets import router as markets_router
 from app.trading.router import router as trading_router
+from app.trading.signals import router as signals_router
 
 log = get_logger(__name__)
 
@@ -80,6 +81,7 @@ def create_app(settings: Settings | None = None, *, handle_sigterm: bool = False
     app.include_router(tenants_router)
     app.include_router(trading_router)
     app.include_router(markets_router)
+    app.include_router(signals_router)
     # Compiled after every router is included: a /v1 route without a scope declaration fails start-up here.
     policy = compile_policy(app.routes, documented_paths=app.openapi()["paths"])
     app.openapi_schema = None  # regenerated with the security requirements below

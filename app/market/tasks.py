@@ -32,3 +32,30 @@ def cancelling() -> bool:
     """
     task = asyncio.current_task()
     return task is not None and task.cancelling() > 0
+
+
+class BackgroundRunner:
+    """`start()` / `stop()` / `aclose()` around a `run()` coroutine: the lifecycle every connector shares.
+
+    Stopping goes through `cancel_and_wait`, so a cancellation swallowed by a client library's timeout cannot
+    leave a connector running.
+    """
+
+    task_name = "background-runner"
+    _task: asyncio.Task[None] | None = None
+
+    async def run(self) -> None:  # pragma: no cover - every subclass defines it
+        raise NotImplementedError
+
+    def start(self) -> asyncio.Task[None]:
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self.run(), name=self.task_name)
+        return self._task
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            await cancel_and_wait(task)
+
+    async def aclose(self) -> None:
+        await self.stop()

@@ -100,7 +100,7 @@ async def _known_symbols(redis: RedisDep, settings: Settings, venue: str) -> lis
     return sorted(symbols)
 
 
-async def _check_feed(redis: RedisDep, settings: Settings, venue: str, symbol: str) -> None:
+async def check_market_feed(redis: RedisDep, settings: Settings, venue: str, symbol: str) -> None:
     if venue not in VENUES:
         raise VenueNotFound(f"Unknown venue {venue!r}.", extensions={"valid": list(VENUES)})
     symbols = await _known_symbols(redis, settings, venue)
@@ -108,7 +108,7 @@ async def _check_feed(redis: RedisDep, settings: Settings, venue: str, symbol: s
         raise SymbolNotFound(f"No {venue} feed for {symbol!r}.", extensions={"valid": symbols})
 
 
-async def _unavailable(redis: RedisDep, venue: str, symbol: str) -> MarketDataUnavailable:
+async def market_unavailable(redis: RedisDep, venue: str, symbol: str) -> MarketDataUnavailable:
     status = await read_feed_status(redis, [(venue, symbol)])
     feed = next((s for s in status if s.get("venue") == venue and s.get("symbol") == symbol), None)
     return MarketDataUnavailable(
@@ -148,12 +148,12 @@ async def candles(
     timeframe: str = "1m",
     limit: Annotated[int, Query(ge=1, le=MAX_CANDLES)] = 500,
 ) -> Response:
-    await _check_feed(redis, settings, venue, symbol)
+    await check_market_feed(redis, settings, venue, symbol)
     if timeframe not in TIMEFRAMES:
         raise TimeframeInvalid(f"Unknown timeframe {timeframe!r}.", extensions={"valid": list(TIMEFRAMES)})
     rows = await read_candles_json(redis, venue, symbol, timeframe, limit, max_limit=MAX_CANDLES)
     if rows == b"[]":
-        raise await _unavailable(redis, venue, symbol)
+        raise await market_unavailable(redis, venue, symbol)
     return Response(b'{"candles":' + rows + b"}", media_type="application/json")
 
 
@@ -171,8 +171,8 @@ async def orderbook(
     settings: SettingsDep,
     depth: Annotated[int, Query(ge=1, le=MAX_DEPTH)] = 20,
 ) -> Response:
-    await _check_feed(redis, settings, venue, symbol)
+    await check_market_feed(redis, settings, venue, symbol)
     book = await read_orderbook(redis, venue, symbol, depth, max_depth=MAX_DEPTH)
     if book is None:
-        raise await _unavailable(redis, venue, symbol)
+        raise await market_unavailable(redis, venue, symbol)
     return Response(orjson.dumps(book), media_type="application/json")

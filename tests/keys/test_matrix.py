@@ -94,6 +94,10 @@ async def _orderbook(make_key: MakeKey, caller: IssuedKey, tenant: str) -> Call:
     return Call("/v1/orderbook/binance/BTCUSDT?depth=1")
 
 
+async def _signals(make_key: MakeKey, caller: IssuedKey, tenant: str) -> Call:
+    return Call("/v1/signals/binance/BTCUSDT?timeframe=1m")
+
+
 # (method, path template) → (factory, addresses a tenant-owned resource)
 REQUESTS: dict[tuple[str, str], tuple[Factory, bool]] = {
     ("GET", "/v1/me"): (_me, False),
@@ -110,6 +114,7 @@ REQUESTS: dict[tuple[str, str], tuple[Factory, bool]] = {
     ("GET", "/v1/markets"): (_markets, False),
     ("GET", "/v1/candles/{venue}/{symbol}"): (_candles_route, False),
     ("GET", "/v1/orderbook/{venue}/{symbol}"): (_orderbook, False),
+    ("GET", "/v1/signals/{venue}/{symbol}"): (_signals, False),
 }
 
 

@@ -21,7 +21,7 @@ from websockets.exceptions import WebSocketException
 
 from app.market.events import BookUpdate, MarketEvent
 from app.market.recovery import Backoff, CircuitBreaker, Clock, parse_retry_after
-from app.market.tasks import cancel_and_wait, cancelling
+from app.market.tasks import BackgroundRunner, cancelling
 from app.market.venues.binance import (
     DEFAULT_REST_URL,
     DEFAULT_STREAMS,
@@ -83,7 +83,7 @@ class ConnectorStats:
     backoff_delays: list[float] = field(default_factory=list)
 
 
-class BinanceConnector:
+class BinanceConnector(BackgroundRunner):
     def __init__(
         self,
         market: Market,
@@ -104,6 +104,7 @@ class BinanceConnector:
     ) -> None:
         self.market = market
         self.venue = VENUE_OF[market]
+        self.task_name = f"{self.venue}-connector"
         self.symbols = [s.upper() for s in symbols]
         if not self.symbols:
             raise ValueError("at least one symbol is required")
@@ -140,16 +141,6 @@ class BinanceConnector:
     @property
     def url(self) -> str:
         return stream_url(self.ws_url, self.symbols, self.streams)
-
-    def start(self) -> asyncio.Task[None]:
-        if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self.run(), name=f"{self.venue}-connector")
-        return self._task
-
-    async def stop(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            await cancel_and_wait(task)
 
     async def force_reconnect(self) -> None:
         """Close the current connection; :meth:`run` reconnects (after its backoff delay)."""

@@ -14,7 +14,6 @@ resubscribing its topic (Bybit answers every subscribe with a fresh snapshot); a
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import logging
 import time
@@ -26,6 +25,7 @@ from websockets.exceptions import ConnectionClosedOK, WebSocketException
 
 from app.market.events import BookSnapshot, BookUpdate
 from app.market.recovery import Backoff, Clock
+from app.market.tasks import BackgroundRunner
 from app.market.venues.bybit import (
     DEFAULT_BOOK_DEPTH,
     DEFAULT_WS_URL,
@@ -75,7 +75,9 @@ class BybitStats(FeedStats):
     resyncs: int = 0
 
 
-class BybitConnector:
+class BybitConnector(BackgroundRunner):
+    task_name = "bybit-connector"
+
     def __init__(
         self,
         symbols: Iterable[str],
@@ -111,20 +113,6 @@ class BybitConnector:
     @property
     def topics(self) -> list[str]:
         return [t for s in self.symbols for t in topics(s, self.limits.book_depth)]
-
-    def start(self) -> asyncio.Task[None]:
-        if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self.run(), name="bybit-connector")
-        return self._task
-
-    async def stop(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-
-    aclose = stop
 
     async def force_reconnect(self) -> None:
         """Close the current connection; :meth:`run` reconnects (after its backoff delay)."""

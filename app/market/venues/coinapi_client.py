@@ -18,7 +18,6 @@ reason, the task is cancelled and every socket closed before the backoff sleep. 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections import OrderedDict
@@ -29,6 +28,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, ConnectionClosedOK, WebSocketException
 
 from app.market.recovery import Backoff, Clock
+from app.market.tasks import BackgroundRunner
 from app.market.venues.coinapi import (
     DATA_TYPES,
     DEFAULT_WS_URL,
@@ -90,7 +90,9 @@ class CoinApiStats(FeedStats):
     fatal: bool = False  # run() gave up (refused key)
 
 
-class CoinApiConnector:
+class CoinApiConnector(BackgroundRunner):
+    task_name = "coinapi-connector"
+
     def __init__(
         self,
         api_key: str,
@@ -132,20 +134,6 @@ class CoinApiConnector:
 
     def _redact(self, text: str) -> str:
         return text.replace(self._api_key, "***")
-
-    def start(self) -> asyncio.Task[None]:
-        if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self.run(), name="coinapi-connector")
-        return self._task
-
-    async def stop(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-
-    aclose = stop
 
     async def force_reconnect(self) -> None:
         """Close the current connection; :meth:`run` reconnects (after its backoff delay)."""

@@ -196,6 +196,11 @@ class Settings(BaseSettings):
             raise ValueError(f"unknown timeframes {sorted(unknown)}; valid: 1m, 5m, 15m, 1h, 4h, 1d")
         return value
 
+    # Signals API: bars a signal is computed on, and how long a computed signal stays cached (its cache key
+    # already changes with every newly closed bar; the TTL only bounds Redis memory).
+    signal_bars: Annotated[int, Field(ge=50, le=5000)] = 1000
+    signal_cache_ttl_seconds: Annotated[float, Field(ge=1, le=86_400)] = 600.0
+
     log_level: str = "INFO"
     log_format: LogFormat = LogFormat.JSON
     access_log: bool = True

@@ -3,8 +3,9 @@
 Flow: validate the feed and timeframe exactly as the market-data routes do (same 404/422 problems); read the
 newest closed bar's open time (one ZRANGE) and look the encoded signal up in Redis under a key naming the feed,
 timeframe, parameters and that bar's close time, so a newly closed bar invalidates it naturally (entries also
-expire after ``CACHE_TTL_S``). On a miss, read up to ``SIGNAL_BARS`` bars, cut them at that closed bar (a bar
-closing meanwhile would not match the key), run :func:`app.analytics.analyze` in a thread and cache the encoding.
+expire after ``DELTAFLOW_SIGNAL_CACHE_TTL_SECONDS``). On a miss, read up to ``DELTAFLOW_SIGNAL_BARS`` bars, cut
+them at that closed bar (a bar closing meanwhile would not match the key), run :func:`app.analytics.analyze` in a
+thread and cache the encoding.
 
 The cached part is what the `ETag` hashes; feed freshness (``feed.last_message_age_s``) changes on every request,
 so it is spliced in after the cache and the `ETag` is weak. ``include_forming=true`` adds the forming bar
@@ -34,7 +35,6 @@ from app.market.aggregation import TIMEFRAMES
 from app.market.keys import FeedKeys
 from app.market.store import read_candles_json, read_feed_status
 from app.trading.markets import (
-    MAX_CANDLES,
     SymbolPath,
     TimeframeInvalid,
     VenuePath,
@@ -44,8 +44,6 @@ from app.trading.markets import (
 
 router = APIRouter(prefix="/v1", tags=["signals"])
 
-SIGNAL_BARS = 1000  # the newest closed bars a signal is computed on
-CACHE_TTL_S = 600
 CACHE_PREFIX = "signal:v1"
 ESTIMATED_SOURCES = frozenset({"ohlcv_estimate"})
 
@@ -183,17 +181,18 @@ async def _compute(
     last_closed: int | None,
     params: SignalParams,
     include_forming: bool,
+    bars: int,
 ) -> bytes | None:
     """The encoded signal on the closed bars up to ``last_closed`` (plus the forming bar if asked); None if none."""
-    raw = await read_candles_json(redis, venue, symbol, timeframe, SIGNAL_BARS + 1, max_limit=MAX_CANDLES)
+    raw = await read_candles_json(redis, venue, symbol, timeframe, bars + 1, max_limit=bars + 1)
     rows: list[dict[str, Any]] = orjson.loads(raw)
     closed = [r for r in rows if r["closed"] and last_closed is not None and r["t"] <= last_closed]
-    used = closed[-SIGNAL_BARS:]
+    used = closed[-bars:]
     forming = False
     if include_forming:
         newer = [r for r in rows if not r["closed"] and (last_closed is None or r["t"] > last_closed)]
         if newer:
-            used = (used + newer[-1:])[-SIGNAL_BARS:]
+            used = (used + newer[-1:])[-bars:]
             forming = True
     if not used:
         return None
@@ -236,11 +235,13 @@ async def signal(
     cached = bytes(stored) if isinstance(stored, bytes) else None
     hit = cached is not None
     if cached is None:
-        cached = await _compute(redis, venue, symbol, timeframe, last_closed, params, include_forming)
+        cached = await _compute(
+            redis, venue, symbol, timeframe, last_closed, params, include_forming, settings.signal_bars
+        )
         if cached is None:
             raise await market_unavailable(redis, venue, symbol)
         if key is not None:
-            await redis.set(key, cached, ex=CACHE_TTL_S)
+            await redis.set(key, cached, ex=int(settings.signal_cache_ttl_seconds))
     tag = etag(cached)
     headers = {"etag": tag, "x-cache": "hit" if hit else "miss", "cache-control": "private, no-cache"}
     if _matches(if_none_match, tag):

@@ -62,6 +62,21 @@ class SmcParams:
             raise ValueError("atr_period must be an integer in [2, 10000]")
 
 
+def _zone_lifecycle(
+    tables: PriceTables, after: IntArray, top: FloatArray, bottom: FloatArray, upward: Any
+) -> tuple[IntArray, IntArray]:
+    """First bar (from `after` on) that mitigates each zone, and first that breaks it.
+
+    Bullish zones sit below price: mitigation is a low at or below the top, a break a close below the bottom;
+    bearish zones mirror that. Shared by fair value gaps and order blocks.
+    """
+    mitigated = first_beyond(
+        tables.high_max, tables.low_min, after, np.where(upward, at_or_below(top), at_or_above(bottom)), ~upward
+    )
+    broken = first_beyond(tables.close_max, tables.close_min, after, np.where(upward, bottom, top), ~upward)
+    return mitigated, broken
+
+
 def fair_value_gaps(candles: Candles, tables: PriceTables, atr: FloatArray, min_size_atr: float = 0.0) -> EventTable:
     high, low = candles.high, candles.low
     bars = np.arange(2, len(candles), dtype=np.int64)
@@ -76,12 +91,7 @@ def fair_value_gaps(candles: Candles, tables: PriceTables, atr: FloatArray, min_
     top = np.concatenate((bull_top[bullish], bear_top[bearish]))
     bottom = np.concatenate((bull_bottom[bullish], bear_bottom[bearish]))
     upward = np.concatenate((np.ones(int(bullish.sum()), bool), np.zeros(int(bearish.sum()), bool)))
-    after = confirmed + 1
-    # Bullish gaps sit below price: mitigation is a low at or below the top, a break a close below the bottom.
-    mitigated = first_beyond(
-        tables.high_max, tables.low_min, after, np.where(upward, at_or_below(top), at_or_above(bottom)), ~upward
-    )
-    broken = first_beyond(tables.close_max, tables.close_min, after, np.where(upward, bottom, top), ~upward)
+    mitigated, broken = _zone_lifecycle(tables, confirmed + 1, top, bottom, upward)
     return build_events(
         close_time=candles.close_time,
         open_time=candles.open_time,
@@ -153,11 +163,7 @@ def order_blocks(candles: Candles, structure: EventTable, tables: PriceTables) -
     keep = np.sort(first_use)
     block, brk, upward = block[keep], brk[keep], upward[keep]
     top, bottom = candles.high[block], candles.low[block]
-    after = brk + 1
-    mitigated = first_beyond(
-        tables.high_max, tables.low_min, after, np.where(upward, at_or_below(top), at_or_above(bottom)), ~upward
-    )
-    broken = first_beyond(tables.close_max, tables.close_min, after, np.where(upward, bottom, top), ~upward)
+    mitigated, broken = _zone_lifecycle(tables, brk + 1, top, bottom, upward)
     return build_events(
         close_time=candles.close_time,
         open_time=candles.open_time,

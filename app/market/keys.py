@@ -15,6 +15,7 @@ a Cluster. Every key has a bound:
 - ``md:{v:s}:liqs``          STREAM  individual liquidations                       ``MAXLEN ~ liquidation_stream_len``
 - ``md:{v:s}:status``        STRING  feed status (written by the lease holder)     TTL ``status_ttl_seconds``
 - ``md:{v:s}:lease``         STRING  the ingestor lease's owner token              PX ``lease_ttl_seconds``
+- ``md:{v:s}:closed``        PUBSUB  ``<tf>:<open time>`` when a newest bar closes  (a channel: nothing stored)
 - ``md:feeds``               ZSET    ``venue:symbol`` → last status write (ms)     entries older than the status TTL
                                                                                    pruned on each write; EXPIRE = TTL
 
@@ -70,6 +71,7 @@ class FeedKeys:
 
     __slots__ = (
         "bars",
+        "bar_closed",
         "book",
         "footprints",
         "forming",
@@ -88,6 +90,7 @@ class FeedKeys:
         self.liquidations_per_bar = {tf: f"{base}:liq:{tf}" for tf in TIMEFRAMES}
         self.forming_detail = {tf: f"{base}:fpf:{tf}" for tf in TIMEFRAMES}
         self.book = f"{base}:book"
+        self.bar_closed = f"{base}:closed"
         self.liquidations = f"{base}:liqs"
         self.status = f"{base}:status"
         self.lease = f"{base}:lease"

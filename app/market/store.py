@@ -26,7 +26,9 @@ from app.market.events import Liquidation
 from app.market.keys import FEEDS_KEY, FeedKeys, check_feed, check_timeframe
 
 # KEYS: bars, footprints, liquidations (one slot: same hash tag). ARGV: open time, candle JSON, bar retention,
-# footprint JSON or '', footprint retention, liquidations JSON or ''. Returns 1 if the bar was new.
+# footprint JSON or '', footprint retention, liquidations JSON or '', bar-close channel, timeframe. Returns 1 if
+# the bar was new. A new bar that is the newest of its timeframe is announced on the feed's bar-close channel as
+# ``<timeframe>:<open time>`` (backfilled older bars are not: listeners only care about the latest close).
 _CLOSE_BAR = """
 local t = ARGV[1]
 if redis.call('ZCOUNT', KEYS[1], t, t) > 0 then return 0 end
@@ -41,6 +43,10 @@ if ARGV[6] ~= '' then
   redis.call('ZREMRANGEBYSCORE', KEYS[3], t, t)
   redis.call('ZADD', KEYS[3], t, ARGV[6])
   redis.call('ZREMRANGEBYRANK', KEYS[3], 0, -tonumber(ARGV[3]) - 1)
+end
+local newest = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
+if newest[2] and tonumber(newest[2]) == tonumber(t) then
+  redis.call('PUBLISH', ARGV[7], ARGV[8] .. ':' .. t)
 end
 return 1
 """
@@ -130,6 +136,8 @@ class FeedWriter:
             _footprint_json(bar) if with_detail and bar.footprint else b"",
             self.limits.footprint_retention,
             _liquidations_json(bar) if has_liq else b"",
+            keys.bar_closed,
+            tf,
         )
 
     def set_forming(self, pipe: Pipeline, timeframe: str, bar: Bar | None) -> None:

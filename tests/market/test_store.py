@@ -114,6 +114,24 @@ async def test_closed_bars_are_immutable(redis: Redis) -> None:
     assert await redis.zcard(writer.keys.bars["1m"]) == 1
 
 
+async def test_only_a_new_newest_closed_bar_is_announced_on_the_bar_close_channel(redis: Redis) -> None:
+    writer = FeedWriter("sim", "BTCUSDT", StoreLimits())
+    pubsub = redis.pubsub()
+    await pubsub.subscribe(writer.keys.bar_closed)
+    try:
+        assert (await pubsub.get_message(timeout=1.0))["type"] == "subscribe"  # type: ignore[index]
+        await _write(redis, writer, _bar(T0 + MIN))
+        await _write(redis, writer, _bar(T0))  # older (a backfill): stored, not announced
+        await _write(redis, writer, _bar(T0 + MIN, close=1.0))  # already stored: immutable, not announced
+        await _write(redis, writer, _bar(T0 + 5 * MIN, tf="5m"))
+        messages = []
+        while (message := await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.3)) is not None:
+            messages.append(message["data"])
+        assert messages == [f"1m:{T0 + MIN}".encode(), f"5m:{T0 + 5 * MIN}".encode()]
+    finally:
+        await pubsub.aclose()
+
+
 async def test_retention_keeps_the_newest_bars_per_timeframe(redis: Redis) -> None:
     limits = StoreLimits(bar_retention=10, bar_retention_by_timeframe={"5m": 12}, footprint_retention=4)
     writer = FeedWriter("sim", "BTCUSDT", limits)

@@ -70,8 +70,8 @@ class FeedKeys:
     """All keys of one (venue, symbol), computed once (the writer uses them on every flush)."""
 
     __slots__ = (
-        "bars",
         "bar_closed",
+        "bars",
         "book",
         "footprints",
         "forming",

@@ -131,6 +131,10 @@ class Settings(BaseSettings):
     bybit_rest_url: str = "https://api.bybit.com"
     coinapi_ws_url: str = "wss://ws.coinapi.io/v1/"
     coinapi_api_key: SecretStr = SecretStr("")
+    # CoinAPI symbol ids for the symbols named in DELTAFLOW_FEEDS (`coinapi:BTCUSDT`): an explicit entry
+    # ({"BTCUSDT": "COINBASE_SPOT_BTC_USD"}) wins, else `<prefix>_<BASE>_<QUOTE>` (→ BINANCE_SPOT_BTC_USDT).
+    coinapi_symbol_prefix: str = "BINANCE_SPOT"
+    coinapi_symbol_map: dict[str, str] = {}
     # Pipeline: a bounded queue between the reader and a writer that flushes to Redis by count or time.
     market_queue_size: Annotated[int, Field(ge=1, le=100_000)] = 100
     market_batch_size: Annotated[int, Field(ge=1, le=100_000)] = 500
@@ -162,6 +166,18 @@ class Settings(BaseSettings):
     market_max_buffered_diffs: Annotated[int, Field(ge=1, le=100_000)] = 1000
     market_max_book_levels: Annotated[int, Field(ge=10, le=100_000)] = 5000
     market_min_resync_interval_seconds: Annotated[float, Field(ge=0, le=600)] = 1.0
+    # Reconnects: full-jitter exponential backoff from base, capped (the issue caps it at 60 s); the attempt count
+    # resets only after a connection stayed up this long.
+    market_backoff_base_seconds: Annotated[float, Field(gt=0, le=60)] = 0.5
+    market_backoff_cap_seconds: Annotated[float, Field(gt=0, le=60)] = 60.0
+    market_stable_connection_seconds: Annotated[float, Field(ge=0, le=3600)] = 30.0
+    # Binance closes a stream connection at 24 h: it is rotated make-before-break at this age, before the venue
+    # cuts it. A make-before-break switch (this rotation, Binance serverShutdown, CoinAPI reconnect) is given up
+    # after market_rotation_timeout_seconds, falling back to an ordinary reconnect.
+    binance_max_connection_age_seconds: Annotated[float, Field(gt=0, le=86_400)] = 85_800.0
+    market_rotation_timeout_seconds: Annotated[float, Field(gt=0, le=600)] = 30.0
+    # Bars awaiting repair from REST klines (partially observed around a start or a reconnect), per feed.
+    market_max_pending_repairs: Annotated[int, Field(ge=1, le=100_000)] = 256
     # The simulated `sim` venue: mean trades per second and the seed of its random walk.
     sim_rate: Annotated[float, Field(gt=0, le=1_000_000)] = 20.0
     sim_seed: int = 1
@@ -200,6 +216,18 @@ class Settings(BaseSettings):
     # already changes with every newly closed bar; the TTL only bounds Redis memory).
     signal_bars: Annotated[int, Field(ge=50, le=5000)] = 1000
     signal_cache_ttl_seconds: Annotated[float, Field(ge=1, le=86_400)] = 600.0
+    # Single flight across instances: the first request for a missing signal takes a Redis lock for at most this
+    # long and computes; the others poll the cache every `signal_singleflight_poll_seconds` (a cold signal takes
+    # tens of ms). A waiter whose lock holder died computes itself once the lock expires.
+    signal_singleflight_timeout_seconds: Annotated[float, Field(gt=0, le=120)] = 10.0
+    signal_singleflight_poll_seconds: Annotated[float, Field(gt=0, le=1)] = 0.01
+    # POST /v1/signals/batch: items per request, and how many of one batch are resolved at once.
+    signal_batch_max_items: Annotated[int, Field(ge=1, le=500)] = 50
+    signal_batch_concurrency: Annotated[int, Field(ge=1, le=64)] = 8
+
+    # Responses larger than this are gzip-compressed for clients that accept it (level 1-9; 0 turns gzip off).
+    gzip_min_bytes: Annotated[int, Field(ge=0)] = 1400
+    gzip_level: Annotated[int, Field(ge=0, le=9)] = 5
 
     log_level: str = "INFO"
     log_format: LogFormat = LogFormat.JSON

@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from starlette.middleware.gzip import GZipMiddleware
 
 from app import __version__
 from app.auth.middleware import AuthMiddleware
@@ -23,11 +24,11 @@ from app.health.router import router as health_router
 from app.keys.router import router as keys_router
 from app.keys.runtime import start_key_services
 from app.market.runtime import start_ingestion
+from app.signals.router import router as signals_router
 from app.system.router import router as system_router
 from app.tenants.router import router as tenants_router
 from app.trading.markets import router as markets_router
 from app.trading.router import router as trading_router
-from app.trading.signals import router as signals_router
 
 log = get_logger(__name__)
 
@@ -86,9 +87,13 @@ def create_app(settings: Settings | None = None, *, handle_sigterm: bool = False
     policy = compile_policy(app.routes, documented_paths=app.openapi()["paths"])
     app.openapi_schema = None  # regenerated with the security requirements below
     _register_problem_schema(app, policy)
-    # Each add_middleware wraps the previous: request context (outermost) → auth → body limit → routes.
+    # Each add_middleware wraps the previous: request context (outermost) → gzip → auth → body limit → routes.
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
     app.add_middleware(AuthMiddleware, rules=policy, sunset_warning_days=settings.key_sunset_warning_days)
+    if settings.gzip_level > 0:
+        # Starlette's GZipMiddleware is pure ASGI, compresses only for clients sending Accept-Encoding: gzip and
+        # bodies of at least `gzip_min_bytes`, and never buffers event streams (SSE).
+        app.add_middleware(GZipMiddleware, minimum_size=settings.gzip_min_bytes, compresslevel=settings.gzip_level)
     app.add_middleware(RequestContextMiddleware, access_log_enabled=settings.access_log)
     return app
 

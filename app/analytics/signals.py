@@ -323,8 +323,8 @@ def compute_signal(
         risk = abs(close - stop)
         reward = abs(targets[0].price - close) if targets else None
         size = None
-        if p.account_equity is not None and p.risk_pct is not None and risk > 0:
-            size = p.account_equity * p.risk_pct / 100 / risk
+        if p.account_equity is not None and p.risk_pct is not None:
+            size = position_size(p.account_equity, p.risk_pct, close, stop)
         levels = Levels(
             entry=close,
             stop=stop,
@@ -342,3 +342,9 @@ def compute_signal(
         components=components,
         levels=levels,
     )
+
+
+def position_size(account_equity: float, risk_pct: float, entry: float, stop: float) -> float | None:
+    """Units to trade so that a stop-out loses ``risk_pct`` percent of ``account_equity``; None without risk."""
+    risk = abs(entry - stop)
+    return account_equity * risk_pct / 100 / risk if risk > 0 else None

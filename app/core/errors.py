@@ -15,12 +15,16 @@ from typing import Any, ClassVar
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 from starlette.types import Scope
 
+from app.core.logging import get_logger
+
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 PROBLEM_TYPE_PREFIX = "/problems/"
+PROBLEM_LOG = get_logger(__name__)
 
 
 class ProblemType:
@@ -260,7 +264,18 @@ async def _validation_error_handler(request: Request, exc: Exception) -> Respons
     return problem_response(request.scope, problem=VALIDATION_PROBLEM, detail=detail, extensions={"errors": rendered})
 
 
+async def _redis_error_handler(request: Request, exc: Exception) -> Response:
+    # Market data, signals and caches live in Redis: unreachable Redis is a 503 the client may retry, not a bug.
+    PROBLEM_LOG.warning("redis.unavailable", path=request.url.path, error=type(exc).__name__)
+    problem = PROBLEM_TYPES[ServiceUnavailable.slug]
+    return problem_response(
+        request.scope, problem=problem, detail="The cache and market-data store is unreachable; retry shortly.",
+        headers={"retry-after": "2"},
+    )  # fmt: skip
+
+
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(AppError, _app_error_handler)
+    app.add_exception_handler(RedisError, _redis_error_handler)
     app.add_exception_handler(StarletteHTTPException, _http_error_handler)
     app.add_exception_handler(RequestValidationError, _validation_error_handler)

@@ -14,24 +14,34 @@ waiting or computing per server process (so at most that many bodies are held in
 from __future__ import annotations
 
 import asyncio
+import importlib
 import multiprocessing
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import asynccontextmanager
+from typing import Any, TypeVar
 
 from fastapi.exceptions import RequestValidationError
 
 from app.config import Settings
 from app.core.errors import ServiceUnavailable
 from app.core.logging import get_logger
-from app.trading.compute import run_analysis, warm_up
+from app.trading.compute import run_analysis
 from app.trading.errors import AnalysisBusy, BodyInvalid
 from app.trading.parsing import Limits
 
 log = get_logger(__name__)
 
 RETRY_AFTER_SECONDS = "1"
+R = TypeVar("R")
+# Modules every worker imports and warms up (each has a `warm_up()`): POST /v1/analyze and stored-data signals.
+WORKER_MODULES = ("app.trading.compute", "app.signals.compute")
+
+
+def warm_up_workers(modules: tuple[str, ...] = WORKER_MODULES) -> None:
+    for name in modules:
+        importlib.import_module(name).warm_up()
 
 
 class AnalysisRunner:
@@ -60,15 +70,20 @@ class AnalysisRunner:
 
     async def run(self, body: bytes) -> bytes:
         """The encoded response for a raw request body; raises problems for invalid input."""
+        try:
+            return await self.call(run_analysis, body, self.limits)
+        except BodyInvalid as error:
+            raise RequestValidationError(error.errors) from None
+
+    async def call(self, function: Callable[..., R], *args: Any) -> R:
+        """``function(*args)`` in a worker (a module-level function with picklable arguments and result)."""
         async with self._slots:
             loop = asyncio.get_running_loop()
             try:
-                return await loop.run_in_executor(self._get_executor(), run_analysis, body, self.limits)
-            except BodyInvalid as error:
-                raise RequestValidationError(error.errors) from None
+                return await loop.run_in_executor(self._get_executor(), function, *args)
             except BrokenProcessPool:
                 # A worker died mid-analysis (e.g. killed for memory). Replace the pool for later requests.
-                log.error("analysis.worker_died", body_bytes=len(body))
+                log.error("analysis.worker_died", function=getattr(function, "__name__", "?"))
                 self._discard_executor()
                 raise ServiceUnavailable(
                     "The analysis worker stopped unexpectedly; retry.", headers={"retry-after": RETRY_AFTER_SECONDS}
@@ -86,8 +101,8 @@ class AnalysisRunner:
         # and never inherit the event loop's threads and sockets (plain fork from a threaded process can
         # deadlock and is deprecated for that reason).
         context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload(["app.trading.compute"])
-        return ProcessPoolExecutor(max_workers=self.workers, mp_context=context, initializer=warm_up)
+        context.set_forkserver_preload(list(WORKER_MODULES))
+        return ProcessPoolExecutor(max_workers=self.workers, mp_context=context, initializer=warm_up_workers)
 
     def _discard_executor(self) -> None:
         executor, self._executor = self._executor, None

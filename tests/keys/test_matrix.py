@@ -98,6 +98,10 @@ async def _signals(make_key: MakeKey, caller: IssuedKey, tenant: str) -> Call:
     return Call("/v1/signals/binance/BTCUSDT?timeframe=1m")
 
 
+async def _signals_batch(make_key: MakeKey, caller: IssuedKey, tenant: str) -> Call:
+    return Call("/v1/signals/batch", {"items": [{"venue": "binance", "symbol": "BTCUSDT", "timeframe": "1m"}]})
+
+
 # (method, path template) → (factory, addresses a tenant-owned resource)
 REQUESTS: dict[tuple[str, str], tuple[Factory, bool]] = {
     ("GET", "/v1/me"): (_me, False),
@@ -115,6 +119,7 @@ REQUESTS: dict[tuple[str, str], tuple[Factory, bool]] = {
     ("GET", "/v1/candles/{venue}/{symbol}"): (_candles_route, False),
     ("GET", "/v1/orderbook/{venue}/{symbol}"): (_orderbook, False),
     ("GET", "/v1/signals/{venue}/{symbol}"): (_signals, False),
+    ("POST", "/v1/signals/batch"): (_signals_batch, False),
 }
 
 

@@ -120,18 +120,21 @@ async def test_if_none_match_with_the_current_etag_is_304(signals_client: AsyncC
     assert other.status_code == 200
 
 
-async def test_parameters_are_part_of_the_cache_key_and_give_a_position_size(
+async def test_position_sizing_is_applied_per_caller_to_the_shared_cached_signal(
     signals_client: AsyncClient, redis_client: Redis
 ) -> None:
     rows = await seed_walk(redis_client)
-    await signals_client.get(PATH)
+    plain = await signals_client.get(PATH)
     sized = await signals_client.get(PATH, params={"account_equity": 10_000, "risk_pct": 1})
-    assert sized.headers["x-cache"] == "miss"
+    # Sizing does not fragment the cache: the second caller is served the same computation.
+    assert (plain.headers["x-cache"], sized.headers["x-cache"]) == ("miss", "hit")
     params = SignalParams(account_equity=10_000, risk_pct=1)
     assert sized.json()["signal"] == expected_signal(rows[:-1], params)
+    assert sized.headers["etag"] != plain.headers["etag"]
     levels = sized.json()["signal"]["levels"]
-    if levels is not None:
-        assert levels["position_size"] is not None
+    assert levels is not None, "the seeded walk must give a directional signal for this test to mean anything"
+    assert levels["position_size"] == pytest.approx(100 / abs(levels["entry"] - levels["stop"]))
+    assert plain.json()["signal"]["levels"]["position_size"] is None
 
 
 async def test_risk_parameters_must_come_together(signals_client: AsyncClient, redis_client: Redis) -> None:

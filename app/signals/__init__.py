@@ -1,0 +1,1 @@
+"""Signals on ingested market data: one signal, batches and streams, computed once per closed bar."""

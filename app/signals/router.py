@@ -1,0 +1,173 @@
+"""Signal routes: one signal (`GET /v1/signals/{venue}/{symbol}`) and many (`POST /v1/signals/batch`).
+
+Both go through :class:`SignalService` (cache per closed bar, single flight, worker pool). Bodies are spliced
+from the cached bytes rather than re-encoded; the feed's freshness is added per request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
+from pydantic import TypeAdapter, ValidationError
+
+from app.auth.policy import require
+from app.auth.scopes import Scope
+from app.core.deps import SettingsDep
+from app.core.errors import PROBLEM_TYPES, VALIDATION_PROBLEM, AppError, problem_body, request_id_of, validation_errors
+from app.core.schemas import problem_responses
+from app.signals.schemas import (
+    BATCH_EXAMPLE,
+    SIGNAL_EXAMPLE,
+    BatchItem,
+    BatchRequest,
+    BatchResponse,
+    SignalResponse,
+)
+from app.signals.service import SignalOutcome, SignalQuery, SignalService, feed_freshness, with_feed
+from app.trading.markets import SymbolPath, VenuePath
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    # Runs after the app's lifespan (Redis) and the trading router's (the analysis worker pool).
+    service = SignalService(app.state.redis, app.state.settings, app.state.analysis_runner)
+    app.state.signal_service = service
+    try:
+        yield
+    finally:
+        await service.aclose()
+
+
+router = APIRouter(prefix="/v1", tags=["signals"], lifespan=lifespan)
+
+
+async def get_signal_service(request: Request) -> SignalService:
+    service: SignalService = request.app.state.signal_service
+    return service
+
+
+SignalServiceDep = Annotated[SignalService, Depends(get_signal_service)]
+_ITEM = TypeAdapter(BatchItem)
+
+
+def sizing(account_equity: float | None, risk_pct: float | None, where: str = "query") -> None:
+    """Position sizing needs both numbers; one alone is a 422 naming the missing one."""
+    if (account_equity is None) != (risk_pct is None):
+        missing = "risk_pct" if risk_pct is None else "account_equity"
+        message = "account_equity and risk_pct must be given together"
+        loc = (where, missing) if where == "query" else ("body", missing)
+        raise RequestValidationError([{"type": "missing", "loc": loc, "msg": message, "input": None}])
+
+
+def _matches(if_none_match: str | None, tag: str) -> bool:
+    if not if_none_match:
+        return False
+    opaque = tag.removeprefix("W/")
+    candidates = [c.strip() for c in if_none_match.split(",")]
+    return any(c == "*" or c.removeprefix("W/") == opaque for c in candidates)
+
+
+@router.get(
+    "/signals/{venue}/{symbol}",
+    summary="The signal on the latest closed bars of an ingested feed",
+    dependencies=[require(Scope.SIGNALS_READ)],
+    response_class=Response,
+    responses={
+        200: {
+            "description": "The signal; `X-Cache: hit|miss`, weak `ETag` (send it back in `If-None-Match`).",
+            "model": SignalResponse,
+            "content": {"application/json": {"example": SIGNAL_EXAMPLE}},
+        },
+        304: {"description": "Not modified: the `If-None-Match` ETag is current."},
+        **problem_responses(401, 403, 404, 422, 503),
+    },
+)
+async def signal(
+    venue: VenuePath,
+    symbol: SymbolPath,
+    service: SignalServiceDep,
+    timeframe: Annotated[str, Query(description="1m, 5m, 15m, 1h, 4h or 1d", examples=["5m"])] = "1m",
+    include_forming: Annotated[bool, Query(description="Also evaluate the forming bar (flagged)")] = False,
+    account_equity: Annotated[float | None, Query(gt=0, allow_inf_nan=False, description="For sizing")] = None,
+    risk_pct: Annotated[float | None, Query(gt=0, le=100, description="Percent of equity risked")] = None,
+    if_none_match: Annotated[str | None, Header()] = None,
+) -> Response:
+    sizing(account_equity, risk_pct)
+    query = SignalQuery(venue, symbol, timeframe, include_forming, account_equity, risk_pct)
+    outcome = await service.resolve(query)
+    headers = {"etag": outcome.etag, "x-cache": "hit" if outcome.hit else "miss", "cache-control": "private, no-cache"}
+    if _matches(if_none_match, outcome.etag):
+        return Response(status_code=304, headers=headers)
+    feed = await feed_freshness(service.redis, venue, symbol)
+    return Response(with_feed(outcome.document, feed), media_type="application/json", headers=headers)
+
+
+@router.post(
+    "/signals/batch",
+    summary="Up to 50 signals in one request; each item gets its signal or its own problem",
+    dependencies=[require(Scope.SIGNALS_READ)],
+    response_class=Response,
+    responses={
+        200: {
+            "description": "One result per item, in request order: `status` 200 with `signal`, or the item's "
+            "`problem` (RFC 9457). One bad item never fails the batch.",
+            "model": BatchResponse,
+            "content": {"application/json": {"example": BATCH_EXAMPLE}},
+        },
+        **problem_responses(400, 401, 403, 413, 422),
+    },
+)
+async def batch(body: BatchRequest, request: Request, service: SignalServiceDep, settings: SettingsDep) -> Response:
+    limit = settings.signal_batch_max_items
+    if len(body.items) > limit:
+        raise RequestValidationError(
+            [{"type": "too_long", "loc": ("body", "items"), "msg": f"at most {limit} items", "input": None}]
+        )
+    sizing(body.account_equity, body.risk_pct, where="body")
+    gate = asyncio.Semaphore(settings.signal_batch_concurrency)
+    base = f"{request.url.path}#/items/"
+    request_id = request_id_of(request.scope)
+
+    async def one(index: int, raw: BatchItem | dict[str, Any]) -> bytes:
+        async with gate:
+            return await _batch_result(service, raw, body, f"{base}{index}", request_id)
+
+    results = await asyncio.gather(*(one(i, raw) for i, raw in enumerate(body.items)))
+    errors = sum(1 for r in results if not r.startswith(b'{"status":200'))
+    content = b'{"results":[' + b",".join(results) + b'],"count":%d,"errors":%d}' % (len(results), errors)
+    return Response(content, media_type="application/json")
+
+
+async def _batch_result(
+    service: SignalService, raw: BatchItem | dict[str, Any], body: BatchRequest, instance: str, request_id: str | None
+) -> bytes:
+    try:
+        item = raw if isinstance(raw, BatchItem) else _ITEM.validate_python(raw)
+    except ValidationError as error:
+        rendered = validation_errors([{**e, "loc": ("body", *e["loc"])} for e in error.errors()])
+        problem = problem_body(
+            problem=VALIDATION_PROBLEM, detail="This item is invalid.", instance=instance,
+            request_id=request_id, extensions={"errors": rendered},
+        )  # fmt: skip
+        return b'{"status":422,"problem":' + problem + b"}"
+    query = SignalQuery(
+        item.venue, item.symbol, item.timeframe, item.include_forming, body.account_equity, body.risk_pct
+    )
+    try:
+        outcome: SignalOutcome = await service.resolve(query)
+    except AppError as error:
+        problem = problem_body(
+            problem=PROBLEM_TYPES[error.slug], detail=error.detail, instance=instance,
+            request_id=request_id, extensions=error.extensions,
+        )  # fmt: skip
+        return b'{"status":%d,"problem":%s}' % (error.status, problem)
+    feed = await feed_freshness(service.redis, item.venue, item.symbol)
+    cache = b"hit" if outcome.hit else b"miss"
+    signal = with_feed(outcome.document, feed)
+    return b'{"status":200,"cache":"%s","etag":%s,"signal":%s}' % (cache, orjson.dumps(outcome.etag), signal)

@@ -1,0 +1,193 @@
+"""Signals on stored bars: validation, the per-bar cache, single flight, and position sizing per caller.
+
+A signal is computed once per (venue, symbol, timeframe, closed bar): the cache key names the close time of the
+newest closed bar, so a newly closed bar invalidates it naturally (entries also expire after
+``signal_cache_ttl_seconds``, which only bounds Redis memory). The cached document carries no position size and no
+feed freshness: sizing depends on the caller (applied per request, :func:`apply_position_size`) and freshness on
+the moment (spliced in by the route), so every caller of a feed and timeframe shares one entry and parameters
+cannot be used to force recomputation.
+
+Single flight, two levels: in one process, concurrent requests for a missing entry share one task; across
+instances, that task takes a Redis lock (``SET NX PX``) and computes, while tasks of other instances poll the
+cache until the entry appears or the lock is gone (holder finished with no data, or died: then they take the
+lock themselves). The shared task is not the request's: a client that disconnects does not abort a computation
+others wait for, and the result is cached for the next request.
+
+Computation runs in the analysis worker pool (:class:`app.trading.service.AnalysisRunner`); only the stored candle
+JSON goes to the worker and only the encoded document comes back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import secrets
+import time
+from collections.abc import Callable
+from contextlib import suppress
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from app.config import Settings
+from app.market.aggregation import TIMEFRAMES
+from app.market.keys import FeedKeys, tag
+from app.market.store import read_candles_json, read_feed_status
+from app.signals.compute import SignalInput, apply_position_size, compute_signal
+from app.trading.markets import TimeframeInvalid, check_market_feed, market_unavailable
+from app.trading.service import AnalysisRunner
+
+# Bump when the document's shape or the analysis defaults change: old entries are then simply never read.
+CACHE_VERSION = "signal:v2"
+
+# Deletes the lock only if this flight still owns it (it may have expired and been taken by another instance).
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class SignalQuery:
+    venue: str
+    symbol: str
+    timeframe: str = "1m"
+    include_forming: bool = False
+    account_equity: float | None = None
+    risk_pct: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SignalOutcome:
+    document: bytes  # the JSON object without `feed`
+    hit: bool  # served from the cache (this instance did not compute it)
+    etag: str  # weak: the document is spliced with the feed's freshness, which changes every request
+
+
+def etag_of(document: bytes) -> str:
+    return f'W/"{hashlib.sha256(document).hexdigest()[:32]}"'
+
+
+def cache_key(venue: str, symbol: str, timeframe: str, last_closed_open: int) -> str:
+    close = last_closed_open + TIMEFRAMES[timeframe]
+    return f"{CACHE_VERSION}:{tag(venue, symbol)}:{timeframe}:{close}"
+
+
+async def last_closed_open(redis: Redis, venue: str, symbol: str, timeframe: str) -> int | None:
+    """Open time of the newest closed bar (one ZRANGE), or None before the first bar closes."""
+    newest = await redis.zrange(FeedKeys(venue, symbol).bars[timeframe], -1, -1)
+    if not newest or not isinstance(newest[0], bytes | str):
+        return None
+    t: int = orjson.loads(newest[0])["t"]
+    return t
+
+
+async def feed_freshness(redis: Redis, venue: str, symbol: str) -> dict[str, Any]:
+    status = await read_feed_status(redis, [(venue, symbol)])
+    feed = next((s for s in status if s.get("venue") == venue and s.get("symbol") == symbol), {})
+    return {
+        "state": feed.get("state"),
+        "connected": feed.get("connected"),
+        "last_message_age_s": feed.get("last_message_age_s"),
+    }
+
+
+def with_feed(document: bytes, feed: dict[str, Any]) -> bytes:
+    """The response body: the cached document with the feed's freshness as its last member."""
+    return document[:-1] + b',"feed":' + orjson.dumps(feed) + b"}"
+
+
+class SignalService:
+    def __init__(self, redis: Redis, settings: Settings, runner: AnalysisRunner) -> None:
+        self.redis = redis
+        self.settings = settings
+        self.runner = runner
+        self._flights: dict[str, asyncio.Task[tuple[bytes | None, bool]]] = {}
+        self.computed = 0  # signals this instance computed (tests and metrics read it)
+
+    async def resolve(self, query: SignalQuery) -> SignalOutcome:
+        """The signal document for a query, or a problem: unknown feed (404), timeframe (422), no data (503)."""
+        venue, symbol, timeframe = query.venue, query.symbol, query.timeframe
+        await check_market_feed(self.redis, self.settings, venue, symbol)
+        if timeframe not in TIMEFRAMES:
+            raise TimeframeInvalid(f"Unknown timeframe {timeframe!r}.", extensions={"valid": list(TIMEFRAMES)})
+        last_closed = await last_closed_open(self.redis, venue, symbol, timeframe)
+        spec = SignalInput(
+            venue, symbol, timeframe, TIMEFRAMES[timeframe], last_closed, self.settings.signal_bars,
+            include_forming=query.include_forming,
+        )  # fmt: skip
+        document: bytes | None
+        if query.include_forming or last_closed is None:
+            # The forming bar changes with every trade: such documents are never cached.
+            document, hit = await self._compute(spec), False
+        else:
+            document, hit = await self._shared_flight(cache_key(venue, symbol, timeframe, last_closed), spec)
+        if document is None:
+            raise await market_unavailable(self.redis, venue, symbol)
+        if query.account_equity is not None and query.risk_pct is not None:
+            document = apply_position_size(document, query.account_equity, query.risk_pct)
+        return SignalOutcome(document, hit, etag_of(document))
+
+    async def _shared_flight(self, key: str, spec: SignalInput) -> tuple[bytes | None, bool]:
+        stored = await self.redis.get(key)
+        if isinstance(stored, bytes):
+            return stored, True
+        flight = self._flights.get(key)
+        joined = flight is not None
+        if flight is None:
+            flight = asyncio.create_task(self._fill(key, spec), name=f"signal-flight:{key}")
+            self._flights[key] = flight
+            flight.add_done_callback(self._landed(key))
+        document, hit = await asyncio.shield(flight)
+        return document, hit or joined
+
+    def _landed(self, key: str) -> Callable[[asyncio.Task[tuple[bytes | None, bool]]], None]:
+        def done(task: asyncio.Task[tuple[bytes | None, bool]]) -> None:
+            self._flights.pop(key, None)
+            if not task.cancelled():
+                task.exception()  # retrieved: every waiter may have gone away
+
+        return done
+
+    async def _fill(self, key: str, spec: SignalInput) -> tuple[bytes | None, bool]:
+        """Compute under the cross-instance lock, or wait for the instance that holds it."""
+        timeout = self.settings.signal_singleflight_timeout_seconds
+        poll = self.settings.signal_singleflight_poll_seconds
+        lock, token = f"{key}:lock", secrets.token_hex(8)
+        while True:
+            if await self.redis.set(lock, token, nx=True, px=int(timeout * 1000)):
+                try:
+                    document = await self._compute(spec)
+                    if document is not None:
+                        await self.redis.set(key, document, ex=int(self.settings.signal_cache_ttl_seconds))
+                    return document, False
+                finally:
+                    with suppress(RedisError):
+                        await self.redis.eval(_RELEASE, 1, lock, token)
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                await asyncio.sleep(poll)
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    pipe.get(key)
+                    pipe.exists(lock)
+                    stored, locked = await pipe.execute()
+                if isinstance(stored, bytes):
+                    return stored, True
+                if not locked:
+                    break  # the holder finished without data or died: take the lock ourselves
+
+    async def _compute(self, spec: SignalInput) -> bytes | None:
+        raw = await read_candles_json(
+            self.redis, spec.venue, spec.symbol, spec.timeframe, spec.bars + 1, max_limit=spec.bars + 1
+        )
+        self.computed += 1
+        return await self.runner.call(compute_signal, raw, spec)
+
+    async def aclose(self) -> None:
+        flights = list(self._flights.values())
+        for flight in flights:
+            flight.cancel()
+        await asyncio.gather(*flights, return_exceptions=True)

@@ -119,7 +119,8 @@ async def test_only_a_new_newest_closed_bar_is_announced_on_the_bar_close_channe
     pubsub = redis.pubsub()
     await pubsub.subscribe(writer.keys.bar_closed)
     try:
-        assert (await pubsub.get_message(timeout=1.0))["type"] == "subscribe"  # type: ignore[index]
+        subscribed = await pubsub.get_message(timeout=1.0)
+        assert subscribed is not None and subscribed["type"] == "subscribe"
         await _write(redis, writer, _bar(T0 + MIN))
         await _write(redis, writer, _bar(T0))  # older (a backfill): stored, not announced
         await _write(redis, writer, _bar(T0 + MIN, close=1.0))  # already stored: immutable, not announced
@@ -129,7 +130,7 @@ async def test_only_a_new_newest_closed_bar_is_announced_on_the_bar_close_channe
             messages.append(message["data"])
         assert messages == [f"1m:{T0 + MIN}".encode(), f"5m:{T0 + 5 * MIN}".encode()]
     finally:
-        await pubsub.aclose()
+        await pubsub.aclose()  # type: ignore[no-untyped-call]
 
 
 async def test_retention_keeps_the_newest_bars_per_timeframe(redis: Redis) -> None:

@@ -10,8 +10,10 @@ from httpx import AsyncClient
 from redis.asyncio import Redis
 
 from app.analytics import AnalysisParams, Candles, SignalParams, analyze
+from app.config import Settings
 from app.market.keys import FeedKeys
-from tests.trading.conftest import MINUTE_MS, START_MS, candle_rows
+from tests.helpers import free_port
+from tests.trading.conftest import MINUTE_MS, START_MS, candle_rows, signals_client_with
 from tests.trading.test_markets import seed_feed
 
 PATH = "/v1/signals/binance/BTCUSDT"
@@ -202,3 +204,27 @@ async def test_a_feed_with_only_a_forming_bar_is_503_unless_it_is_included(
     forming = await signals_client.get(PATH, params={"include_forming": "true"})
     assert forming.status_code == 200, forming.text
     assert forming.json()["forming"] is True
+
+
+async def test_large_responses_are_gzipped_for_clients_that_accept_it(
+    signals_client: AsyncClient, redis_client: Redis
+) -> None:
+    await seed_walk(redis_client)
+    plain = await signals_client.get(PATH, headers={"accept-encoding": "identity"})
+    assert "content-encoding" not in plain.headers
+    assert len(plain.content) > 1400  # above the default DELTAFLOW_GZIP_MIN_BYTES
+    zipped = await signals_client.get(PATH, headers={"accept-encoding": "gzip"})
+    assert zipped.headers["content-encoding"] == "gzip"
+    assert int(zipped.headers["content-length"]) < len(plain.content) * 0.7
+    assert zipped.json() == {**plain.json(), "feed": zipped.json()["feed"]}  # httpx decodes the body
+    assert zipped.headers["etag"] == plain.headers["etag"]
+
+
+async def test_an_unreachable_redis_is_503_not_500(settings: Settings) -> None:
+    down = settings.model_copy(update={"redis_url": f"redis://127.0.0.1:{free_port()}/0"})
+    async with signals_client_with(down) as client:  # the key is verified against Postgres
+        response = await client.get(PATH)
+        assert response.status_code == 503
+        assert response.headers["content-type"] == "application/problem+json"
+        assert response.headers["retry-after"] == "2"
+        assert response.json()["type"] == "/problems/service-unavailable"

@@ -17,6 +17,7 @@ from app.core.errors import install_error_handlers
 from app.core.lifecycle import Lifecycle, install_sigterm_drain
 from app.core.logging import configure_logging, get_logger
 from app.core.middleware import BodyLimitMiddleware, RequestContextMiddleware
+from app.core.openapi import add_standard_problems
 from app.core.redis import create_redis
 from app.core.responses import OrjsonResponse
 from app.core.schemas import Problem
@@ -25,6 +26,7 @@ from app.keys.router import router as keys_router
 from app.keys.runtime import start_key_services
 from app.market.runtime import start_ingestion
 from app.signals.router import router as signals_router
+from app.system.docs import install_docs
 from app.system.router import router as system_router
 from app.tenants.router import router as tenants_router
 from app.trading.markets import router as markets_router
@@ -72,10 +74,13 @@ def create_app(settings: Settings | None = None, *, handle_sigterm: bool = False
         summary="Explainable crypto trading signals from order flow, market structure and indicators.",
         default_response_class=OrjsonResponse,
         lifespan=lifespan,
+        docs_url=None,  # served with local assets by install_docs
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.lifecycle = lifecycle
     install_error_handlers(app)
+    install_docs(app)
     app.include_router(health_router)
     app.include_router(system_router)
     app.include_router(keys_router)
@@ -110,6 +115,9 @@ def _register_problem_schema(app: FastAPI, policy: tuple[RouteRule, ...]) -> Non
             components.update(problem.pop("$defs", {}))
             components.setdefault("Problem", problem)
             add_security_to_openapi(schema, policy)
+            add_standard_problems(schema)
+            for unused in ("HTTPValidationError", "ValidationError"):  # replaced by Problem everywhere
+                components.pop(unused, None)
             app.openapi_schema = schema
         return app.openapi_schema
 

@@ -5,8 +5,13 @@ from __future__ import annotations
 import base64
 import uuid
 from datetime import datetime
+from typing import Annotated
+
+from fastapi import Query
 
 from app.core.errors import AppError
+
+CursorParam = Annotated[str | None, Query(description="Opaque cursor: the previous page's `next_cursor`")]
 
 
 class InvalidCursor(AppError):

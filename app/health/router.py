@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Literal
 
 from fastapi import APIRouter
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from app.core.deps import EngineDep, LifecycleDep, RedisDep, SettingsDep
 from app.core.errors import AppError
@@ -16,6 +16,8 @@ router = APIRouter(tags=["health"])
 
 
 class Liveness(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"status": "ok"}]})
+
     status: Literal["ok"] = "ok"
 
 
@@ -28,11 +30,33 @@ class Check(BaseModel):
 
 
 class Readiness(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "status": "ok",
+                    "checks": [
+                        {
+                            "name": "database",
+                            "status": "ok",
+                            "required": True,
+                            "latency_ms": 1.2,
+                            "detail": "schema at head",
+                        },
+                        {"name": "redis", "status": "ok", "required": False, "latency_ms": 0.4, "detail": "ping"},
+                    ],
+                }
+            ]
+        }
+    )
+
     status: Literal["ok", "degraded"] = Field(description="`degraded`: an optional dependency (Redis) failed.")
     checks: list[Check]
 
 
 class Startup(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"status": "started"}]})
+
     status: Literal["started"] = "started"
 
 

@@ -6,12 +6,13 @@ import uuid
 from typing import Annotated
 
 import orjson
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 
 from app.auth.policy import CurrentPrincipal, current_principal, require
 from app.auth.scopes import Scope
 from app.core.deps import DbSession, SettingsDep
 from app.core.errors import request_id_of
+from app.core.pagination import CursorParam
 from app.core.schemas import problem_responses
 from app.keys.repository import KeyStatus
 from app.keys.schemas import ApiKeyCreate, ApiKeyCreated, ApiKeyPage, ApiKeyRead, ApiKeyRotate, Me
@@ -21,6 +22,7 @@ from app.models import ApiKey
 router = APIRouter(prefix="/v1", tags=["keys"])
 
 AUTH_ERRORS = problem_responses(401, 403, 503)
+KeyIdPath = Annotated[uuid.UUID, Path(description="The key's id")]
 TenantParam = Annotated[
     uuid.UUID | None, Query(description="Operators only: act on another tenant's keys (others get 404).")
 ]
@@ -92,9 +94,9 @@ async def list_keys(
     service: Service,
     actor: ActorDep,
     settings: SettingsDep,
-    status: KeyStatus | None = None,
-    cursor: str | None = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+    status: Annotated[KeyStatus | None, Query(description="Only keys in this state")] = None,
+    cursor: CursorParam = None,
+    limit: Annotated[int, Query(ge=1, le=1000, description="Page size (capped by DELTAFLOW_KEYS_PAGE_MAX)")] = 50,
     tenant_id: TenantParam = None,
 ) -> ApiKeyPage:
     items, next_cursor = await service.list_keys(
@@ -110,7 +112,7 @@ async def list_keys(
     dependencies=[require(Scope.KEYS_READ)],
     responses=problem_responses(401, 403, 404, 422, 503),
 )
-async def get_key(key_id: uuid.UUID, service: Service, actor: ActorDep, tenant_id: TenantParam = None) -> ApiKeyRead:
+async def get_key(key_id: KeyIdPath, service: Service, actor: ActorDep, tenant_id: TenantParam = None) -> ApiKeyRead:
     return service.to_read(await service.get(actor, key_id, tenant_id))
 
 
@@ -123,7 +125,7 @@ async def get_key(key_id: uuid.UUID, service: Service, actor: ActorDep, tenant_i
     responses=problem_responses(401, 403, 404, 409, 422, 503),
 )
 async def rotate_key(
-    key_id: uuid.UUID,
+    key_id: KeyIdPath,
     service: Service,
     actor: ActorDep,
     body: ApiKeyRotate | None = None,
@@ -140,5 +142,5 @@ async def rotate_key(
     dependencies=[require(Scope.KEYS_WRITE)],
     responses=problem_responses(401, 403, 404, 422, 503),
 )
-async def revoke_key(key_id: uuid.UUID, service: Service, actor: ActorDep, tenant_id: TenantParam = None) -> ApiKeyRead:
+async def revoke_key(key_id: KeyIdPath, service: Service, actor: ActorDep, tenant_id: TenantParam = None) -> ApiKeyRead:
     return service.to_read(await service.revoke(actor, key_id, tenant_id))

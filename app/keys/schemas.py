@@ -42,6 +42,29 @@ class ApiKeyRotate(ExpiryRequest):
 
 
 class ApiKeyRead(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": "0f6b8a52-3c1e-4d7a-9b2f-6c8d1e4a5b7c",
+                    "tenant_id": "5d2c7e91-8a4b-4f3c-b6e1-2a9d0c7f8e3b",
+                    "name": "signals-bot",
+                    "prefix": "dfk_7Hq2",
+                    "last_four": "x9Qa",
+                    "role": "reader",
+                    "scopes": ["market:read", "signals:read"],
+                    "status": "active",
+                    "created_at": "2026-11-25T08:00:00Z",
+                    "expires_at": "2027-02-23T08:00:00Z",
+                    "revoked_at": None,
+                    "rotated_at": None,
+                    "rotated_from_id": None,
+                    "last_used_at": "2026-11-25T09:12:41Z",
+                }
+            ]
+        }
+    )
+
     id: uuid.UUID
     tenant_id: uuid.UUID
     name: str
@@ -59,15 +82,82 @@ class ApiKeyRead(BaseModel):
 
 
 class ApiKeyCreated(ApiKeyRead):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": "0f6b8a52-3c1e-4d7a-9b2f-6c8d1e4a5b7c",
+                    "tenant_id": "5d2c7e91-8a4b-4f3c-b6e1-2a9d0c7f8e3b",
+                    "name": "signals-bot",
+                    "prefix": "dfk_7Hq2",
+                    "last_four": "x9Qa",
+                    "role": "reader",
+                    "scopes": ["market:read", "signals:read"],
+                    "status": "active",
+                    "created_at": "2026-11-25T08:00:00Z",
+                    "expires_at": "2027-02-23T08:00:00Z",
+                    "revoked_at": None,
+                    "rotated_at": None,
+                    "rotated_from_id": None,
+                    "last_used_at": "2026-11-25T09:12:41Z",
+                    "secret": "dfk_7Hq2mZp4Lr8sVt1Wy6Bn3Kd5Fg9Hj0x9QaC1e2F3",
+                }
+            ]
+        }
+    )
+
     secret: str = Field(description="The API key. Shown exactly once: store it now.")
 
 
 class ApiKeyPage(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "items": [
+                        {
+                            "id": "0f6b8a52-3c1e-4d7a-9b2f-6c8d1e4a5b7c",
+                            "tenant_id": "5d2c7e91-8a4b-4f3c-b6e1-2a9d0c7f8e3b",
+                            "name": "signals-bot",
+                            "prefix": "dfk_7Hq2",
+                            "last_four": "x9Qa",
+                            "role": "reader",
+                            "scopes": ["market:read", "signals:read"],
+                            "status": "active",
+                            "created_at": "2026-11-25T08:00:00Z",
+                            "expires_at": "2027-02-23T08:00:00Z",
+                            "revoked_at": None,
+                            "rotated_at": None,
+                            "rotated_from_id": None,
+                            "last_used_at": "2026-11-25T09:12:41Z",
+                        }
+                    ],
+                    "next_cursor": "eyJjIjoiMjAyNi0xMS0yNVQwODowMDowMFoifQ",
+                }
+            ]
+        }
+    )
+
     items: list[ApiKeyRead]
     next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null on the last page.")
 
 
 class Me(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "key_id": "0f6b8a52-3c1e-4d7a-9b2f-6c8d1e4a5b7c",
+                    "tenant_id": "5d2c7e91-8a4b-4f3c-b6e1-2a9d0c7f8e3b",
+                    "name": "signals-bot",
+                    "role": "reader",
+                    "scopes": ["market:read", "signals:read"],
+                    "expires_at": "2027-02-23T08:00:00Z",
+                }
+            ]
+        }
+    )
+
     key_id: uuid.UUID
     tenant_id: uuid.UUID
     name: str

@@ -96,7 +96,7 @@ async def signal(
     include_forming: Annotated[bool, Query(description="Also evaluate the forming bar (flagged)")] = False,
     account_equity: Annotated[float | None, Query(gt=0, allow_inf_nan=False, description="For sizing")] = None,
     risk_pct: Annotated[float | None, Query(gt=0, le=100, description="Percent of equity risked")] = None,
-    if_none_match: Annotated[str | None, Header()] = None,
+    if_none_match: Annotated[str | None, Header(description="An earlier ETag: 304 if still current")] = None,
 ) -> Response:
     sizing(account_equity, risk_pct)
     query = SignalQuery(venue, symbol, timeframe, include_forming, account_equity, risk_pct)

@@ -7,6 +7,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.market.aggregation import TIMEFRAMES
+from app.trading.examples import ANALYZE_EXAMPLE
 
 Timeframe = Literal["1m", "5m", "15m", "1h", "4h", "1d"]
 assert set(Timeframe.__args__) == set(TIMEFRAMES)  # type: ignore[attr-defined]  # noqa: S101 - import-time guard
@@ -81,27 +82,12 @@ SIGNAL_EXAMPLE: dict[str, Any] = {
     "venue": "binance",
     "symbol": "BTCUSDT",
     "timeframe": "5m",
-    "as_of": 1_732_521_600_000,
-    "as_of_iso": "2024-11-25T08:00:00Z",
+    "as_of": ANALYZE_EXAMPLE["last_close_time"],
+    "as_of_iso": "2023-11-15T00:13:20Z",
     "forming": False,
-    "bar_count": 1000,
-    "inputs": {"cvd": {"side_source": "exchange_flag", "exact": True}},
-    "signal": {
-        "bias": "long",
-        "score": 0.42,
-        "confidence": 0.31,
-        "components": [
-            {"name": "smc", "weight": 0.3, "score": 0.6, "reasons": ["bullish break of structure at 97 850"]},
-        ],
-        "levels": {
-            "entry": 98_120.5,
-            "stop": 97_640.0,
-            "stop_reason": "below bullish order block",
-            "targets": [{"price": 99_050.0, "source": "fibonacci 1.272 extension"}],
-            "risk_reward": 1.94,
-            "position_size": None,
-        },
-    },
+    "bar_count": ANALYZE_EXAMPLE["bar_count"],
+    "inputs": {"cvd": {"side_source": "kline_taker_volume", "exact": True}},
+    "signal": ANALYZE_EXAMPLE["signal"],
     "feed": {"state": "live", "connected": True, "last_message_age_s": 0.2},
 }
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
-from pydantic import BaseModel
+from typing import Annotated
+
+from fastapi import APIRouter, Path
+from pydantic import BaseModel, ConfigDict
 
 from app.core.errors import PROBLEM_TYPES, AppError
 from app.core.schemas import problem_responses
@@ -12,6 +14,19 @@ router = APIRouter(tags=["system"])
 
 
 class ProblemTypeDoc(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "type": "/problems/key-expired",
+                    "title": "API key expired",
+                    "status": 401,
+                    "description": "The key passed its expires_at.",
+                }
+            ]
+        }
+    )
+
     type: str
     title: str
     status: int
@@ -36,7 +51,9 @@ async def list_problem_types() -> list[ProblemTypeDoc]:
     summary="What a problem `type` means",
     responses=problem_responses(404),
 )
-async def get_problem_type(slug: str) -> ProblemTypeDoc:
+async def get_problem_type(
+    slug: Annotated[str, Path(description="The problem type's slug, e.g. `key-expired`")],
+) -> ProblemTypeDoc:
     if slug not in PROBLEM_TYPES:
         raise ProblemTypeNotFound(f"No problem type named {slug!r}.")
     return _doc(slug)

@@ -10,7 +10,7 @@ from app.audit import repository as audit_repository
 from app.auth.policy import require
 from app.auth.scopes import Scope
 from app.core.deps import DbSession, SettingsDep
-from app.core.pagination import decode_cursor, encode_cursor
+from app.core.pagination import CursorParam, decode_cursor, encode_cursor
 from app.core.schemas import problem_responses
 from app.keys.router import ActorDep
 from app.tenants.schemas import AuditEventRead, AuditPage, TenantCreate, TenantRead, WebhookRead, WebhookUpdate
@@ -48,8 +48,8 @@ async def create_tenant(body: TenantCreate, service: Service, actor: ActorDep) -
 )
 async def list_tenants(
     service: Service,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000, description="Page size")] = 100,
+    offset: Annotated[int, Query(ge=0, description="Tenants to skip (oldest first)")] = 0,
 ) -> list[TenantRead]:
     tenants = await service.list(limit=limit, offset=offset)
     return [TenantRead(id=t.id, name=t.name, created_at=t.created_at) for t in tenants]
@@ -77,9 +77,9 @@ async def list_audit(
     session: DbSession,
     actor: ActorDep,
     settings: SettingsDep,
-    action: str | None = None,
-    cursor: str | None = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+    action: Annotated[str | None, Query(description="Only events with this action, e.g. `key.revoked`")] = None,
+    cursor: CursorParam = None,
+    limit: Annotated[int, Query(ge=1, le=1000, description="Page size")] = 50,
 ) -> AuditPage:
     limit = min(limit, settings.audit_page_max)
     events = await audit_repository.list_events(

@@ -14,6 +14,18 @@ class TenantCreate(BaseModel):
 
 
 class TenantRead(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": "5d2c7e91-8a4b-4f3c-b6e1-2a9d0c7f8e3b",
+                    "name": "acme-quant",
+                    "created_at": "2026-11-25T08:00:00Z",
+                }
+            ]
+        }
+    )
+
     id: uuid.UUID
     name: str
     created_at: datetime
@@ -27,6 +39,19 @@ class WebhookUpdate(BaseModel):
 
 
 class WebhookRead(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "url": "https://hooks.example.com/deltaflow",
+                    "signing_secret": "whsec_4f9a1c7e2b8d6a3f5e0c9b1d7a2e8f4c",
+                    "secret_version": 1,
+                    "updated_at": "2026-11-25T08:00:00Z",
+                }
+            ]
+        }
+    )
+
     url: str
     signing_secret: str = Field(
         description="Verify `Deltaflow-Signature: t=<unix>,v1=<hex>` as HMAC-SHA256(secret, f'{t}.{body}')."
@@ -47,5 +72,27 @@ class AuditEventRead(BaseModel):
 
 
 class AuditPage(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "items": [
+                        {
+                            "id": "9a1b2c3d-4e5f-4a6b-8c7d-0e1f2a3b4c5d",
+                            "tenant_id": "5d2c7e91-8a4b-4f3c-b6e1-2a9d0c7f8e3b",
+                            "actor_key_id": "0f6b8a52-3c1e-4d7a-9b2f-6c8d1e4a5b7c",
+                            "action": "key.created",
+                            "target": "key:0f6b8a52-3c1e-4d7a-9b2f-6c8d1e4a5b7c",
+                            "request_id": "5f0c8b1e9a3d4c7e8f9a0b1c2d3e4f5a",
+                            "created_at": "2026-11-25T08:00:00Z",
+                            "details": {"role": "reader"},
+                        }
+                    ],
+                    "next_cursor": None,
+                }
+            ]
+        }
+    )
+
     items: list[AuditEventRead]
     next_cursor: str | None

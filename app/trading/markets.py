@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Path, Query, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from app.auth.policy import require
 from app.auth.scopes import Scope
@@ -74,10 +74,62 @@ class Candle(BaseModel):
 
 
 class CandlesResponse(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "candles": [
+                        {
+                            "t": 1732521600000,
+                            "o": 98010.5,
+                            "h": 98150.0,
+                            "l": 97990.1,
+                            "c": 98120.5,
+                            "v": 41.73,
+                            "buy_v": 23.9,
+                            "sell_v": 17.83,
+                            "delta": 6.07,
+                            "trades": 1893,
+                            "vwap": 98071.2,
+                            "closed": True,
+                        },
+                        {
+                            "t": 1732521660000,
+                            "o": 98120.5,
+                            "h": 98133.0,
+                            "l": 98101.2,
+                            "c": 98110.0,
+                            "v": 3.2,
+                            "buy_v": 1.1,
+                            "sell_v": 2.1,
+                            "delta": -1.0,
+                            "trades": 144,
+                            "vwap": 98117.4,
+                            "closed": False,
+                        },
+                    ]
+                }
+            ]
+        }
+    )
+
     candles: list[Candle]
 
 
 class OrderBook(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "bids": [[98110.0, 1.52], [98109.9, 0.4]],
+                    "asks": [[98110.1, 0.87], [98110.5, 2.1]],
+                    "last_update_id": 51234567890,
+                    "ts": 1732521661234,
+                }
+            ]
+        }
+    )
+
     bids: list[tuple[float, float]] = Field(description="[price, quantity], best first")
     asks: list[tuple[float, float]]
     last_update_id: int | None
@@ -85,6 +137,31 @@ class OrderBook(BaseModel):
 
 
 class MarketsResponse(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "venues": ["binance", "binance-futures", "bybit", "coinapi", "sim"],
+                    "timeframes": ["1m", "5m", "15m", "1h", "4h", "1d"],
+                    "feeds": [
+                        {
+                            "venue": "binance",
+                            "symbol": "BTCUSDT",
+                            "state": "live",
+                            "connected": True,
+                            "last_message_age_s": 0.1,
+                            "reconnects": 0,
+                            "queue_depth": 0,
+                            "coalesced": 12,
+                            "resynced": 0,
+                            "breaker": "closed",
+                        }
+                    ],
+                }
+            ]
+        }
+    )
+
     venues: list[str]
     timeframes: list[str]
     feeds: list[dict[str, Any]] = Field(description="Status of every configured or live feed")
@@ -116,6 +193,7 @@ async def market_unavailable(redis: RedisDep, venue: str, symbol: str) -> Market
     )
 
 
+TimeframeQuery = Annotated[str, Query(description="1m, 5m, 15m, 1h, 4h or 1d", examples=["5m"])]
 VenuePath = Annotated[str, Path(description="Venue id", examples=["binance"])]
 SymbolPath = Annotated[str, Path(description="Symbol as the exchange spells it", examples=["BTCUSDT"])]
 
@@ -145,8 +223,8 @@ async def candles(
     symbol: SymbolPath,
     redis: RedisDep,
     settings: SettingsDep,
-    timeframe: str = "1m",
-    limit: Annotated[int, Query(ge=1, le=MAX_CANDLES)] = 500,
+    timeframe: TimeframeQuery = "1m",
+    limit: Annotated[int, Query(ge=1, le=MAX_CANDLES, description="Newest bars to return")] = 500,
 ) -> Response:
     await check_market_feed(redis, settings, venue, symbol)
     if timeframe not in TIMEFRAMES:
@@ -169,7 +247,7 @@ async def orderbook(
     symbol: SymbolPath,
     redis: RedisDep,
     settings: SettingsDep,
-    depth: Annotated[int, Query(ge=1, le=MAX_DEPTH)] = 20,
+    depth: Annotated[int, Query(ge=1, le=MAX_DEPTH, description="Levels per side")] = 20,
 ) -> Response:
     await check_market_feed(redis, settings, venue, symbol)
     book = await read_orderbook(redis, venue, symbol, depth, max_depth=MAX_DEPTH)

@@ -14,6 +14,7 @@ from app.auth.scopes import Scope
 from app.config import Settings
 from app.core.middleware import BODY_LIMITS_STATE
 from app.core.schemas import problem_responses
+from app.trading.examples import ANALYZE_EXAMPLE
 from app.trading.schemas import AnalyzeRequest, AnalyzeResponse, inline_schema
 from app.trading.service import AnalysisRunner
 
@@ -51,7 +52,11 @@ RunnerDep = Annotated[AnalysisRunner, Depends(get_runner)]
     summary="Analyse your own candles (and trades): every requested module plus the signal",
     response_class=Response,
     responses={
-        200: {"model": AnalyzeResponse, "description": "Module outputs and the signal on the last bar."},
+        200: {
+            "model": AnalyzeResponse,
+            "description": "Module outputs and the signal on the last bar.",
+            "content": {"application/json": {"example": ANALYZE_EXAMPLE}},
+        },
         **problem_responses(400, 413, 422, 503),
     },
     # The body is read raw and validated column-wise (see app/trading/parsing.py); the model documents it.

@@ -120,7 +120,8 @@ async def test_only_a_new_newest_closed_bar_is_announced_on_the_bar_close_channe
     await pubsub.subscribe(writer.keys.bar_closed)
     try:
         subscribed = await pubsub.get_message(timeout=1.0)
-        assert subscribed is not None and subscribed["type"] == "subscribe"
+        assert subscribed is not None
+        assert subscribed["type"] == "subscribe"
         await _write(redis, writer, _bar(T0 + MIN))
         await _write(redis, writer, _bar(T0))  # older (a backfill): stored, not announced
         await _write(redis, writer, _bar(T0 + MIN, close=1.0))  # already stored: immutable, not announced

@@ -1,0 +1,42 @@
+"""OpenAPI post-processing: the problem responses every operation can produce, declared once.
+
+Some errors do not come from a route but from the stack around it: the auth middleware (401, 403, and 503 when
+neither the database nor Redis can verify a key), the body limit (413), JSON decoding (400), request validation
+(422) and the last-resort handler (500). Declaring them here, from what each operation accepts, keeps the
+document truthful for every route — clients and fuzzers (schemathesis) check responses against it — without
+each router repeating them. A route's own, more specific declarations are kept.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from app.core.errors import PROBLEM_MEDIA_TYPE
+from app.core.schemas import problem_responses
+
+HTTP_METHODS = frozenset({"get", "put", "post", "delete", "patch", "head", "options"})
+
+
+def _add(operation: dict[str, Any], *statuses: int) -> None:
+    responses: dict[str, Any] = operation.setdefault("responses", {})
+    for status, response in problem_responses(*statuses).items():
+        responses.setdefault(str(status), response)
+
+
+def add_standard_problems(schema: dict[str, Any]) -> None:
+    """Per operation: 500 always; 422 with any input; 400 and 413 with a body; 401, 403, 503 when secured."""
+    for operations in schema.get("paths", {}).values():
+        for method, operation in operations.items():
+            if method not in HTTP_METHODS:
+                continue
+            _add(operation, 500)
+            if operation.get("parameters") or operation.get("requestBody"):
+                _add(operation, 422)
+            if operation.get("requestBody"):
+                _add(operation, 400, 413)
+            if operation.get("security"):
+                _add(operation, 401, 403, 503)
+            # FastAPI documents its own validation error shape for 422; ours is the problem document.
+            unprocessable = operation["responses"].get("422")
+            if unprocessable is not None and PROBLEM_MEDIA_TYPE not in unprocessable.get("content", {}):
+                operation["responses"]["422"] = problem_responses(422)[422]

@@ -16,6 +16,13 @@ The writer applies items to in-memory state (a :class:`BarAggregator` and an :cl
 flushes to Redis in one pipelined round trip per batch, when ``batch_size`` items were applied or
 ``flush_interval_s`` passed since the batch's first item. A failed flush keeps the unwritten closed bars and
 liquidations (bounded) and retries; meanwhile the queue fills and backpressure reaches the reader.
+
+Partially observed bars: a bar whose window began before the pipeline's first event, or overlaps a stream break
+(:meth:`Pipeline.mark_gap`, queued in order with the events, from a connector that lost its connection), holds
+only some of its trades. With an ``on_partial`` handler (venues with REST klines) such a bar is handed over to be
+replaced by the venue's own bar instead of being stored — closed bars are immutable (first write wins), so a
+partial one stored first could never be corrected — and ``on_gap(start_ms, end_ms)`` hears of every break, whose
+fully missed windows have no live bar at all. Without a handler (no klines) partial bars are stored as observed.
 """
 
 from __future__ import annotations
@@ -54,6 +61,18 @@ class _Stop:
 _STOP = _Stop()
 
 
+class _Gap:
+    """Queued by :meth:`Pipeline.mark_gap`: the feed's stream broke here (events after it are a new session)."""
+
+    __slots__ = ("key",)
+
+    def __init__(self, key: tuple[str, str]) -> None:
+        self.key = key
+
+
+GapHook = Callable[[int, int], None]
+
+
 class Pipeline:
     """One bounded queue and one writer for the feeds in ``feeds`` ((venue, symbol) pairs)."""
 
@@ -68,6 +87,7 @@ class Pipeline:
         clock: NowMs | None = wall_clock_ms,
         on_flush: FlushHook | None = None,
         on_partial: Callable[[Bar], None] | None = None,
+        on_gap: GapHook | None = None,
     ) -> None:
         self.redis = redis
         self.limits = limits or PipelineLimits()
@@ -76,7 +96,7 @@ class Pipeline:
         ticks = tick_sizes or {}
         self._feeds = {(v, s): FeedState(ticks.get(s), self.limits) for v, s in feeds}
         self._writers = {key: FeedWriter(key[0], key[1], store) for key in self._feeds}
-        self._queue: asyncio.Queue[Item | _Stop] = asyncio.Queue(maxsize=self.limits.queue_size)
+        self._queue: asyncio.Queue[Item | _Gap | _Stop] = asyncio.Queue(maxsize=self.limits.queue_size)
         self._coalescer = Coalescer(
             max_groups=self.limits.max_coalesced_groups, max_bins=self.limits.max_coalesced_bins
         )
@@ -87,6 +107,7 @@ class Pipeline:
         # handler (a venue with REST klines) it goes there to be replaced by the venue's bar instead of being
         # stored: a closed bar is immutable, so a wrong one could never be corrected.
         self._on_partial = on_partial
+        self._on_gap = on_gap
         self._flushed_ts: list[int] = []
         self._last_refresh = 0.0
         self.stats = PipelineStats()
@@ -131,6 +152,14 @@ class Pipeline:
         if self._coalescer:
             await self._push_groups()
         await queue.put(event)
+
+    async def mark_gap(self, venue: str, symbol: str) -> None:
+        """A connector lost ``symbol``'s stream (a reconnect follows): bars spanning the break are partial."""
+        if self._on_partial is None or (venue, symbol) not in self._feeds:
+            return  # nothing could repair them: bars are stored as observed
+        if self._coalescer:
+            await self._push_groups()
+        await self._queue.put(_Gap((venue, symbol)))
 
     def _move_groups_nowait(self) -> None:
         while self._coalescer and not self._queue.full():
@@ -179,7 +208,7 @@ class Pipeline:
             if not isinstance(item, _Stop):
                 self._apply(item)
 
-    def _next_nowait(self) -> Item | _Stop | None:
+    def _next_nowait(self) -> Item | _Gap | _Stop | None:
         try:
             return self._queue.get_nowait()
         except asyncio.QueueEmpty:
@@ -189,7 +218,7 @@ class Pipeline:
                 self.stats.groups += 1
             return group
 
-    async def _next(self, timeout_s: float) -> Item | _Stop | None:
+    async def _next(self, timeout_s: float) -> Item | _Gap | _Stop | None:
         item = self._next_nowait()
         if item is not None:
             return item
@@ -256,20 +285,26 @@ class Pipeline:
         return feed.agg
 
     def _closed(self, feed: FeedState, bar: Bar) -> None:
-        if self._on_partial is not None and bar.open_time < feed.session_start_ms:
+        if self._on_partial is not None and feed.is_partial(bar):
             self._on_partial(bar)
         else:
             self._append_pending(feed.pending, bar)
 
-    def _apply(self, item: Item) -> None:
+    def _apply(self, item: Item | _Gap) -> None:
+        if isinstance(item, _Gap):
+            self._feeds[item.key].open_gap()
+            return
         feed = self._feeds[(item.venue, item.symbol)]
         if self._on_flush is not None:
             self._flushed_ts.append(item.receive_ts)
         if isinstance(item, Trade):
+            self._bar_event(feed, item.exchange_ts)
             self._aggregator(feed, item.price, item.exchange_ts).add_trade(item)
             feed.bars_dirty = True
         elif isinstance(item, TradeGroup):
+            self._bar_event(feed, item.first_ts)
             self._aggregator(feed, item.open, item.first_ts).add_group(item)
+            feed.last_ts = max(feed.last_ts, item.last_ts)
             feed.bars_dirty = True
         elif isinstance(item, BookUpdate):
             self.stats.book_events += 1
@@ -285,11 +320,21 @@ class Pipeline:
             feed.book_dirty = True
         elif isinstance(item, Liquidation):
             self.stats.liquidations += 1
+            self._bar_event(feed, item.exchange_ts)
             self._aggregator(feed, item.price, item.exchange_ts).add_liquidation(item)
             self._append_pending(feed.liquidations, item)
             feed.bars_dirty = True
         else:  # klines: the bars are built from trades; backfill reads klines through REST
             self.stats.ignored += 1
+
+    def _bar_event(self, feed: FeedState, ts: int) -> None:
+        """Track the newest bar event's time; the first one after a break closes the break (before the event is
+        applied, so the bar it closes is judged with the break known)."""
+        if feed.gap_start is not None:
+            gap = feed.close_gap(ts)
+            if gap is not None and self._on_gap is not None:
+                self._on_gap(*gap)
+        feed.last_ts = max(feed.last_ts, ts)
 
     def _append_pending(self, pending: deque[_T], item: _T) -> None:
         if len(pending) == pending.maxlen:

@@ -38,6 +38,7 @@ class PipelineLimits:
     close_grace_ms: int = 2000  # a bar closes this long after its window ends, for trades stamped just before
     tick_interval_s: float = 1.0  # how often quiet feeds are checked for bars to close
     retry_delay_s: float = 0.5  # after a failed flush
+    max_gaps: int = 64  # stream breaks remembered per feed to tell partially observed bars (a day's worth)
 
 
 @dataclass(slots=True)
@@ -65,6 +66,9 @@ class FeedState:
         "book",
         "book_dirty",
         "book_ts",
+        "gap_start",
+        "gaps",
+        "last_ts",
         "liquidations",
         "pending",
         "session_start_ms",
@@ -83,3 +87,29 @@ class FeedState:
         self.liquidations: deque[Liquidation] = deque(maxlen=limits.max_pending_writes)
         self.bars_dirty = False
         self.book_dirty = False
+        # Stream breaks (exchange ms): a bar whose window overlaps one was observed only in part. ``gap_start`` is
+        # the last bar event's time while a break is open, i.e. until the first bar event after it arrives.
+        self.last_ts = 0
+        self.gap_start: int | None = None
+        self.gaps: deque[tuple[int, int]] = deque(maxlen=limits.max_gaps)
+
+    def open_gap(self) -> None:
+        if self.agg is not None and self.gap_start is None:
+            self.gap_start = self.last_ts
+
+    def close_gap(self, ts: int) -> tuple[int, int] | None:
+        """Called with the first bar event's time after a break; returns the break's (start, end)."""
+        start, self.gap_start = self.gap_start, None
+        if start is None:
+            return None
+        self.gaps.append((start, ts))
+        return start, ts
+
+    def is_partial(self, bar: Bar) -> bool:
+        """Whether some of the bar's window went unobserved: before the first event, or during a break."""
+        if bar.open_time < self.session_start_ms:
+            return True
+        close = bar.close_time
+        if self.gap_start is not None and close > self.gap_start:
+            return True
+        return any(bar.open_time < end and close > start for start, end in self.gaps)

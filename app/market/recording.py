@@ -21,7 +21,8 @@ from app.config import Settings
 from app.market.events import BookSnapshot, BookUpdate, Kline, Liquidation, MarketEvent, Trade
 from app.market.feeds import Feed, parse_feeds
 from app.market.pipeline import Pipeline
-from app.market.runtime import Shared, build_source, configured_feeds, pipeline_limits, store_limits
+from app.market.runtime import configured_feeds, pipeline_limits, store_limits
+from app.market.sources import Shared, build_source
 
 FORMAT: Final = "deltaflow-market-recording"
 VERSION: Final = 1

@@ -14,49 +14,37 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import zlib
-from collections.abc import Coroutine
+from collections import deque
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, NamedTuple
 
-import httpx
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from app.config import Settings
 from app.market.aggregation import TIMEFRAMES, Bar
-from app.market.backfill import BackfillError, KlineBackfill
+from app.market.backfill import MAX_LIMIT, BackfillError, KlineBackfill
 from app.market.events import Venue
 from app.market.feeds import Feed, parse_feeds
 from app.market.keys import FeedKeys
 from app.market.lease import Lease, LeaseKeeper
 from app.market.pipeline import Pipeline, PipelineLimits, wall_clock_ms
-from app.market.recovery import Backoff, CircuitBreaker
+from app.market.recovery import Backoff
+from app.market.sources import MARKETS, Shared, Source, build_source, coinapi_symbol_ids, rest_url, source_status
 from app.market.store import FeedWriter, StoreLimits
 from app.market.tasks import cancel_and_wait, cancelling
-from app.market.venues.binance import Market
-from app.market.venues.binance_client import BinanceConnector, ConnectorLimits, EventSink
-from app.market.venues.bybit_client import BybitConnector
-from app.market.venues.sim import SIMULATED_NOTICE, SimConfig, SimMarket
+
+__all__ = ["FeedConfigError", "IngestionHandle", "configured_feeds", "start_ingestion"]
 
 logger = logging.getLogger(__name__)
 
-# CoinAPI has a connector but is not wired yet: its feeds name CoinAPI symbol ids, whose mapping to our symbols
-# (and an API key check at start) the runtime does not do yet.
-IMPLEMENTED_VENUES: tuple[Venue, ...] = ("binance", "binance-futures", "bybit", "sim")
-_MARKETS: dict[str, Market] = {"binance": "spot", "binance-futures": "futures"}
+IMPLEMENTED_VENUES: tuple[Venue, ...] = ("binance", "binance-futures", "bybit", "coinapi", "sim")
+MarketClock = Callable[[], int]  # epoch ms of the market: closes bars and tells closed klines from forming ones
 
 
 class FeedConfigError(ValueError):
     """The configured feeds cannot be ingested (bad syntax, or a venue without a connector yet)."""
-
-
-class Source(Protocol):
-    """What the runtime needs of a venue connector or the simulator."""
-
-    def start(self) -> asyncio.Task[None]: ...
-
-    async def stop(self) -> None: ...
 
 
 def configured_feeds(settings: Settings) -> tuple[Feed, ...]:
@@ -67,6 +55,10 @@ def configured_feeds(settings: Settings) -> tuple[Feed, ...]:
             f"DELTAFLOW_FEEDS names venues without a connector yet: {', '.join(missing)};"
             f" implemented: {', '.join(IMPLEMENTED_VENUES)}"
         )
+    try:
+        coinapi_symbol_ids(settings, feeds)  # a symbol that cannot be mapped is a configuration error, up front
+    except ValueError as exc:
+        raise FeedConfigError(str(exc)) from exc
     return feeds
 
 
@@ -95,6 +87,14 @@ def store_limits(settings: Settings) -> StoreLimits:
     )
 
 
+class Repair(NamedTuple):
+    """Closed bars to take from REST klines: ``windows`` windows of ``timeframe`` from ``start_ms``."""
+
+    timeframe: str
+    start_ms: int
+    windows: int
+
+
 @dataclass(slots=True)
 class BackfillStatus:
     state: str = "pending"  # pending → done; "failed" while retrying; "n/a" for venues without klines
@@ -102,54 +102,32 @@ class BackfillStatus:
     attempts: int = 0
     timeframes_done: int = 0
     repaired: int = 0
-    repairs_pending: list[Bar] = field(default_factory=list)
+    repairs_dropped: int = 0  # repairs pushed out of the bounded queue (REST unreachable through many breaks)
+    repairs_pending: deque[Repair] = field(default_factory=deque)
+    wanted: asyncio.Event = field(default_factory=asyncio.Event)
 
-
-class Shared:
-    """Per-venue resources shared by that venue's feeds in this process."""
-
-    def __init__(self) -> None:
-        self.http = httpx.AsyncClient(timeout=10.0)
-        self.breakers: dict[str, CircuitBreaker] = {}
-
-    def breaker(self, venue: str) -> CircuitBreaker:
-        return self.breakers.setdefault(venue, CircuitBreaker())
-
-
-def rest_url(settings: Settings, venue: str) -> str:
-    return settings.binance_futures_rest_url if venue == "binance-futures" else settings.binance_rest_url
-
-
-def build_source(settings: Settings, venue: Venue, symbol: str, sink: EventSink, shared: Shared) -> Source:
-    """The connector (or simulator) of one feed, emitting into ``sink``."""
-    s = settings
-    if venue == "sim":
-        seed = s.sim_seed ^ zlib.crc32(symbol.encode())  # per symbol, so two simulated symbols differ
-        return SimMarket([symbol], sink, SimConfig(seed=seed, rate=s.sim_rate))
-    if venue == "bybit":
-        return BybitConnector([symbol], sink, ws_url=s.bybit_ws_url)
-    market = _MARKETS[venue]
-    return BinanceConnector(
-        market,
-        [symbol],
-        sink,
-        ws_url=s.binance_futures_ws_url if market == "futures" else s.binance_ws_url,
-        rest_url=rest_url(s, venue),
-        limits=ConnectorLimits(
-            max_buffered_diffs=s.market_max_buffered_diffs,
-            max_book_levels=s.market_max_book_levels,
-            min_resync_interval_s=s.market_min_resync_interval_seconds,
-        ),
-        breaker=shared.breaker(venue),
-        http_client=shared.http,
-    )
+    def want(self, repair: Repair) -> None:
+        if len(self.repairs_pending) == self.repairs_pending.maxlen:
+            self.repairs_dropped += 1
+        self.repairs_pending.append(repair)
+        self.wanted.set()
 
 
 class FeedIngestor:
     """One (venue, symbol): its lease keeper and, while the lease is held, the ingestion itself."""
 
-    def __init__(self, settings: Settings, redis: Redis, venue: Venue, symbol: str, shared: Shared) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        redis: Redis,
+        venue: Venue,
+        symbol: str,
+        shared: Shared,
+        *,
+        clock: MarketClock = wall_clock_ms,
+    ) -> None:
         self.settings = settings
+        self._clock = clock
         self.redis = redis
         self.venue = venue
         self.symbol = symbol
@@ -166,17 +144,24 @@ class FeedIngestor:
 
     async def _ingest(self) -> None:
         """Runs while this process holds the feed's lease; cancelled when it is lost or on stop."""
-        has_klines = self.venue in _MARKETS
-        self.backfill = BackfillStatus(state="pending" if has_klines else "n/a")
+        has_klines = self.venue in MARKETS
+        self.backfill = status = BackfillStatus(
+            state="pending" if has_klines else "n/a",
+            repairs_pending=deque(maxlen=self.settings.market_max_pending_repairs),
+        )
         pipeline = Pipeline(
             self.redis,
             [(self.venue, self.symbol)],
             limits=pipeline_limits(self.settings),
             store_limits=self.writer.limits,
             tick_sizes=self.settings.market_tick_sizes,
-            on_partial=self.backfill.repairs_pending.append if has_klines else None,
+            clock=self._clock,
+            on_partial=(lambda bar: status.want(Repair(bar.timeframe, bar.open_time, 1))) if has_klines else None,
+            on_gap=self._gap_repairs if has_klines else None,
         )
-        source = build_source(self.settings, self.venue, self.symbol, pipeline.submit, self._shared)
+        source = build_source(
+            self.settings, self.venue, self.symbol, pipeline.submit, self._shared, on_gap=self._on_stream_break
+        )
         self.pipeline, self.source = pipeline, source
         writer = pipeline.start()
         helpers = [self._task(self._report_status(), "status")]
@@ -197,6 +182,23 @@ class FeedIngestor:
                     await self._write_status(stopped=True)
             self.pipeline = self.source = None
 
+    async def _on_stream_break(self, symbol: str) -> None:
+        if self.pipeline is not None:
+            await self.pipeline.mark_gap(self.venue, symbol)
+
+    def _gap_repairs(self, start_ms: int, end_ms: int) -> None:
+        """Windows wholly inside a stream break have no live bar at all: take them from klines. (The windows
+        holding the break's ends had live trades; they close as partial bars and are repaired one by one.) A long
+        break is repaired for its newest ``market_backfill_bars`` windows, as at start."""
+        most = max(1, min(self.settings.market_backfill_bars, MAX_LIMIT[MARKETS[self.venue]]))
+        for timeframe, width in TIMEFRAMES.items():
+            first = start_ms - start_ms % width + width
+            end = end_ms - end_ms % width
+            count = (end - first) // width
+            if count > 0:
+                count = min(count, most)
+                self.backfill.want(Repair(timeframe, end - count * width, count))
+
     def _task(self, coro: Coroutine[Any, Any, None], what: str) -> asyncio.Task[None]:
         return asyncio.create_task(coro, name=f"{self.venue}:{self.symbol}-{what}")
 
@@ -207,9 +209,9 @@ class FeedIngestor:
         Redis holds meanwhile, and the feed status says why the backfill has not completed.
         """
         fetcher = KlineBackfill(
-            _MARKETS[self.venue], self._rest_url(), self._shared.http, self._shared.breaker(self.venue)
+            MARKETS[self.venue], self._rest_url(), self._shared.http, self._shared.breaker(self.venue)
         )
-        backoff = Backoff(base_s=1.0, cap_s=60.0)
+        backoff = Backoff(base_s=1.0, cap_s=self.settings.market_backoff_cap_seconds)
         status = self.backfill
         todo = list(TIMEFRAMES) if self.settings.market_backfill_bars > 0 else []
         while True:
@@ -217,7 +219,7 @@ class FeedIngestor:
                 while todo:
                     await self._store_rest_bars(
                         await fetcher.fetch(
-                            self.symbol, todo[0], limit=self.settings.market_backfill_bars, now_ms=wall_clock_ms()
+                            self.symbol, todo[0], limit=self.settings.market_backfill_bars, now_ms=self._clock()
                         )
                     )
                     status.timeframes_done += 1
@@ -233,18 +235,23 @@ class FeedIngestor:
                 await asyncio.sleep(backoff.next_delay())
 
     async def _repair_partial_bars(self, fetcher: KlineBackfill) -> None:
-        """Every first live bar (one per timeframe) is stored from the venue's kline once its window closed."""
-        pending = self.backfill.repairs_pending
+        """Store the venue's klines for bars observed only in part (the first live bars, bars spanning a stream
+        break) and for windows missed in a break. The partial live bars were never stored (see the pipeline), so
+        the venue's exact bar is the first write and, closed bars being immutable, the one that stays."""
+        status = self.backfill
         while True:
-            while pending:
-                partial = pending[0]
+            while status.repairs_pending:
+                repair = status.repairs_pending[0]
                 bars = await fetcher.fetch(
-                    self.symbol, partial.timeframe, limit=1, start_ms=partial.open_time, now_ms=wall_clock_ms()
+                    self.symbol, repair.timeframe, limit=repair.windows, start_ms=repair.start_ms, now_ms=self._clock()
                 )
-                await self._store_rest_bars([b for b in bars if b.open_time == partial.open_time])
-                self.backfill.repaired += 1
-                pending.pop(0)
-            await asyncio.sleep(1.0)
+                end = repair.start_ms + repair.windows * TIMEFRAMES[repair.timeframe]
+                await self._store_rest_bars([b for b in bars if repair.start_ms <= b.open_time < end])
+                status.repaired += 1
+                if status.repairs_pending and status.repairs_pending[0] is repair:
+                    status.repairs_pending.popleft()
+            status.wanted.clear()
+            await status.wanted.wait()
 
     async def _store_rest_bars(self, bars: list[Bar]) -> None:
         if not bars:
@@ -274,35 +281,15 @@ class FeedIngestor:
                 "timeframes_done": self.backfill.timeframes_done,
                 "repaired": self.backfill.repaired,
                 "repairs_pending": len(self.backfill.repairs_pending),
+                "repairs_dropped": self.backfill.repairs_dropped,
             },
         }
-        if isinstance(source, BinanceConnector):
-            stats = source.stats
-            out |= {
-                "connected": stats.connected,
-                "reconnects": max(0, stats.connects - 1) if stats.connected else stats.disconnects,
-                "resynced": max(out["resynced"], stats.resyncs),
-                "breaker": source.breaker.state.value,
-                "last_error": stats.last_error,
-            }
-        elif isinstance(source, BybitConnector):
-            feed = source.stats
-            out |= {
-                "connected": feed.connected,
-                "reconnects": feed.reconnects,
-                "resynced": max(out["resynced"], feed.resyncs),
-                "breaker": "n/a",  # push-only: no REST calls to break
-                "last_error": feed.last_error,
-            }
-        elif isinstance(source, SimMarket):
-            out |= {
-                "connected": source.stats.connected,
-                "reconnects": 0,
-                "breaker": "closed",
-                "notice": SIMULATED_NOTICE,
-            }
+        connection = source_status(source)
+        connection["resynced"] = max(out["resynced"], connection.get("resynced", 0))
+        out |= connection
         connected = bool(out.get("connected"))
-        out["state"] = "streaming" if connected else "unreachable" if out.get("last_error") else "connecting"
+        if "state" not in out:  # misconfigured / refused say so themselves
+            out["state"] = "streaming" if connected else "unreachable" if out.get("last_error") else "connecting"
         return out
 
     async def _write_status(self, *, stopped: bool = False) -> None:
@@ -345,11 +332,14 @@ class IngestionHandle:
         await self._shared.http.aclose()
 
 
-def start_ingestion(settings: Settings, redis: Redis) -> IngestionHandle:
-    """Start a lease keeper per configured feed (needs a running event loop); raises FeedConfigError."""
+def start_ingestion(settings: Settings, redis: Redis, *, clock: MarketClock = wall_clock_ms) -> IngestionHandle:
+    """Start a lease keeper per configured feed (needs a running event loop); raises FeedConfigError.
+
+    ``clock`` is the market's time (the wall clock; tests run a fast virtual market on both sides of the socket).
+    """
     feeds = configured_feeds(settings)
     shared = Shared()
-    ingestors = [FeedIngestor(settings, redis, venue, symbol, shared) for venue, symbol in feeds]
+    ingestors = [FeedIngestor(settings, redis, venue, symbol, shared, clock=clock) for venue, symbol in feeds]
     for ingestor in ingestors:
         ingestor.keeper.start()
     logger.info("market.ingestion_started", extra={"feeds": [f"{v}:{s}" for v, s in feeds]})

@@ -65,13 +65,13 @@ async def test_a_recorded_session_replays_through_the_pipeline_into_redis(redis_
     assert sum(c["v"] for c in candles) == pytest.approx(sum(t["e"]["quantity"] for t in trades))
 
 
-def test_ingest_refuses_an_empty_or_unsupported_feed_list() -> None:
+def test_ingest_refuses_an_empty_or_unmappable_feed_list() -> None:
     empty = _run("ingest", DELTAFLOW_FEEDS="", DELTAFLOW_REDIS_URL=TEST_REDIS_URL)
     assert empty.returncode == 2
     assert "nothing to ingest" in empty.stderr
-    coinapi = _run("ingest", DELTAFLOW_FEEDS="coinapi:BTCUSDT", DELTAFLOW_REDIS_URL=TEST_REDIS_URL)
-    assert coinapi.returncode == 2
-    assert "without a connector" in coinapi.stderr
+    unmapped = _run("ingest", DELTAFLOW_FEEDS="coinapi:XYZ", DELTAFLOW_REDIS_URL=TEST_REDIS_URL)
+    assert unmapped.returncode == 2
+    assert "DELTAFLOW_COINAPI_SYMBOL_MAP" in unmapped.stderr
     bad = _run("ingest", DELTAFLOW_FEEDS="binance BTCUSDT")
     assert bad.returncode == 2
     assert "has no ':'" in bad.stderr

@@ -10,6 +10,7 @@ from app.market.events import BUY, SELL, BookSnapshot, Trade
 from app.market.venues.coinapi import (
     MalformedFrameError,
     TickRule,
+    coinapi_symbol_id,
     default_symbol,
     hello_message,
     is_auth_error,
@@ -189,3 +190,35 @@ def test_seven_digit_fractions_are_truncated_to_milliseconds() -> None:
 def test_malformed_messages_raise(raw: str) -> None:
     with pytest.raises(MalformedFrameError):
         parse_message(raw, SYMBOLS, RECEIVED, TickRule())
+
+
+@pytest.mark.parametrize(
+    ("symbol", "prefix", "overrides", "symbol_id"),
+    [
+        ("BTCUSDT", "BINANCE_SPOT", {}, "BINANCE_SPOT_BTC_USDT"),  # USDT, not USD + "T"
+        ("ethbtc", "binance_spot", {}, "BINANCE_SPOT_ETH_BTC"),
+        ("BTCUSD", "COINBASE_SPOT", {}, "COINBASE_SPOT_BTC_USD"),
+        ("BTCFDUSD", "BINANCE_SPOT", {}, "BINANCE_SPOT_BTC_FDUSD"),
+        ("BTCUSDT", "BINANCE_SPOT", {"btcusdt": "binancefts_perp_btc_usdt"}, "BINANCEFTS_PERP_BTC_USDT"),
+    ],
+)
+def test_our_symbols_map_to_coinapi_ids_by_prefix_and_quote_or_explicitly(
+    symbol: str, prefix: str, overrides: dict[str, str], symbol_id: str
+) -> None:
+    assert coinapi_symbol_id(symbol, prefix, overrides) == symbol_id
+
+
+@pytest.mark.parametrize(
+    ("symbol", "prefix", "overrides", "message"),
+    [
+        ("XYZ", "BINANCE_SPOT", {}, "DELTAFLOW_COINAPI_SYMBOL_MAP"),  # no known quote asset
+        ("USDT", "BINANCE_SPOT", {}, "DELTAFLOW_COINAPI_SYMBOL_MAP"),  # nothing but a quote
+        ("BTCUSDT", "BINANCE", {}, "DELTAFLOW_COINAPI_SYMBOL_PREFIX"),
+        ("BTCUSDT", "BINANCE_SPOT", {"BTCUSDT": "BTC"}, "not a CoinAPI symbol id"),
+    ],
+)
+def test_unmappable_symbols_name_the_setting_to_change(
+    symbol: str, prefix: str, overrides: dict[str, str], message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        coinapi_symbol_id(symbol, prefix, overrides)

@@ -179,12 +179,22 @@ async def test_a_sim_feed_ingests_without_rest(redis_client: Redis) -> None:
 
 
 @pytest.mark.parametrize(
-    ("feeds", "message"),
-    [("coinapi:BINANCE_SPOT_BTC_USDT", "without a connector"), ("binance:BTCUSDT;coinapi:X", "coinapi")],
+    ("feeds", "overrides", "message"),
+    [
+        ("binance:BTCUSDT;coinapi:XYZ", {}, "DELTAFLOW_COINAPI_SYMBOL_MAP"),
+        ("coinapi:BTCUSDT", {"coinapi_symbol_prefix": "BINANCE"}, "DELTAFLOW_COINAPI_SYMBOL_PREFIX"),
+        (
+            "coinapi:BTCUSDT,XBTUSDT",
+            {"coinapi_symbol_map": {"XBTUSDT": "BINANCE_SPOT_BTC_USDT"}},
+            "both map to BINANCE_SPOT_BTC_USDT",
+        ),
+    ],
 )
-def test_venues_without_a_connector_are_a_clear_configuration_error(feeds: str, message: str) -> None:
+def test_coinapi_symbols_that_cannot_be_mapped_are_a_clear_configuration_error(
+    feeds: str, overrides: dict[str, Any], message: str
+) -> None:
     with pytest.raises(FeedConfigError, match=message):
-        configured_feeds(make_settings(feeds=feeds))
+        configured_feeds(make_settings(feeds=feeds, **overrides))
 
 
 def test_empty_feeds_mean_nothing_to_ingest() -> None:

@@ -145,6 +145,29 @@ def _parse_kline(data: Mapping[str, Any], venue: Venue, receive_ts: int) -> Klin
     )
 
 
+SERVER_SHUTDOWN: Final = "serverShutdown"
+
+
+def is_server_shutdown(raw: bytes | str) -> bool:
+    """Whether a frame is Binance's ``serverShutdown`` notice: the server is about to close the connection.
+
+    The streams' documentation names the event without showing its frame, and the WebSocket API documents it as
+    ``{"event": {"e": "serverShutdown", "E": …}}``; so the bare event, the combined-stream envelope (``data``) and
+    the ``event`` wrapper are all recognised. Called only for frames :func:`parse_frame` did not turn into an event,
+    so the hot path never parses twice.
+    """
+    try:
+        message = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return False
+    if not isinstance(message, dict):
+        return False
+    for body in (message, message.get("data"), message.get("event")):
+        if isinstance(body, dict) and body.get("e") == SERVER_SHUTDOWN:
+            return True
+    return False
+
+
 def parse_depth_snapshot(body: bytes | str, venue: Venue, symbol: str, receive_ts: int) -> BookSnapshot:
     """Parse a ``/api/v3/depth`` or ``/fapi/v1/depth`` body (futures add ``E``/``T``; spot has no time)."""
     try:

@@ -5,6 +5,12 @@ task per symbol that needs one, and fresh book synchronisers; when the connectio
 all of them are cancelled, awaited and released before the backoff sleep, so reconnects leak neither tasks nor
 sockets. Events go to an async ``sink``; awaiting it is the backpressure (a full bounded queue stalls the
 reader rather than dropping a diff).
+
+Server notices: a ``serverShutdown`` event, or the connection reaching ``max_connection_age_s`` (Binance closes
+stream connections at 24 h), rotates the connection make-before-break (:mod:`binance_rotation`): no trade volume
+is lost or counted twice across the switch, and books carry on without a REST snapshot. Any other end of a
+connection is a break: ``on_gap`` is told (per symbol) before the backoff sleep, so the pipeline can treat bars
+spanning the break as partially observed and have them repaired from REST klines.
 """
 
 from __future__ import annotations
@@ -13,13 +19,12 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass, field
 
 import httpx
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import WebSocketException
+from websockets.exceptions import ConnectionClosed, WebSocketException
 
-from app.market.events import BookUpdate, MarketEvent
+from app.market.events import BookUpdate, Liquidation, MarketEvent, Trade
 from app.market.recovery import Backoff, CircuitBreaker, Clock, parse_retry_after
 from app.market.tasks import BackgroundRunner, cancelling
 from app.market.venues.binance import (
@@ -30,57 +35,27 @@ from app.market.venues.binance import (
     MalformedFrameError,
     Market,
     depth_url,
+    is_server_shutdown,
     parse_depth_snapshot,
     parse_frame,
     stream_url,
 )
+from app.market.venues.binance_limits import ConnectorLimits, ConnectorStats
+from app.market.venues.binance_rotation import Rotation
 from app.market.venues.binance_sync import BookSynchroniser, DiffResult
+
+__all__ = ["BinanceConnector", "ConnectorLimits", "ConnectorStats", "EventSink", "GapSink", "Sleep", "queue_sink"]
 
 logger = logging.getLogger(__name__)
 
 EventSink = Callable[[MarketEvent], Awaitable[None]]
+GapSink = Callable[[str], Awaitable[None]]  # told the symbol whose stream broke (a reconnect, not a rotation)
 Sleep = Callable[[float], Awaitable[None]]
 
 
 def queue_sink(queue: asyncio.Queue[MarketEvent]) -> EventSink:
     """A sink that puts events on a bounded queue, waiting (backpressure) when it is full."""
     return queue.put
-
-
-@dataclass(frozen=True, slots=True)
-class ConnectorLimits:
-    """Every bound the connector applies; the config layer fills these from settings."""
-
-    max_buffered_diffs: int = 1000  # per symbol, while a snapshot is awaited
-    max_book_levels: int = 5000  # per side
-    snapshot_depth: int = 1000  # the REST ``limit``; Binance's largest spot/futures depth
-    min_resync_interval_s: float = 1.0  # between two snapshot requests for one symbol
-    breaker_poll_s: float = 1.0  # how often a symbol rechecks an open breaker
-    rest_timeout_s: float = 10.0
-    open_timeout_s: float = 10.0
-    close_timeout_s: float = 2.0
-    ping_interval_s: float | None = 20.0
-    ping_timeout_s: float | None = 20.0
-    silence_timeout_s: float = 30.0  # no frame at all for this long means a stale feed: reconnect
-    max_frame_bytes: int = 1 << 20
-    max_queued_frames: int = 64  # frames websockets buffers ahead of the reader
-
-
-@dataclass(slots=True)
-class ConnectorStats:
-    connected: bool = False
-    connects: int = 0
-    disconnects: int = 0
-    frames: int = 0
-    malformed: int = 0
-    ignored: int = 0
-    resyncs: int = 0
-    snapshot_requests: int = 0
-    snapshot_failures: int = 0
-    breaker_waits: int = 0
-    last_frame_at: float | None = None
-    last_error: str | None = None  # why the last connection ended or failed (for the feed status)
-    backoff_delays: list[float] = field(default_factory=list)
 
 
 class BinanceConnector(BackgroundRunner):
@@ -101,6 +76,7 @@ class BinanceConnector(BackgroundRunner):
         wall_clock: Clock = time.time,
         sleep: Sleep = asyncio.sleep,
         max_recorded_delays: int = 100,
+        on_gap: GapSink | None = None,
     ) -> None:
         self.market = market
         self.venue = VENUE_OF[market]
@@ -120,9 +96,17 @@ class BinanceConnector(BackgroundRunner):
         self._wall_clock = wall_clock
         self._sleep = sleep
         self._max_recorded_delays = max_recorded_delays
+        self._on_gap = on_gap
         self.stats = ConnectorStats()
         self.syncs = {s: self._new_sync(s) for s in self.symbols}
         self._ws: ClientConnection | None = None
+        self._rotation: Rotation | None = None
+        self._opened_at = self._last_frame_at = 0.0  # monotonic: the current connection's start, its last frame
+        self._shutdown_notice = False
+        # The newest aggTrade id and liquidation time emitted per symbol on this session: what a rotation's
+        # overlap delivers twice is dropped by these. Reset with every new session (a break shares no overlap).
+        self._last_trade_id: dict[str, int] = {}
+        self._last_liquidation_ts: dict[str, int] = {}
         self._fetching: dict[str, asyncio.Task[None]] = {}
         self._last_request: dict[str, float] = {}
         # Serialises "change a book + emit its events" between the reader and snapshot tasks, so the sink sees
@@ -160,6 +144,9 @@ class BinanceConnector(BackgroundRunner):
                         raise asyncio.CancelledError from exc
                     self.stats.last_error = repr(exc)
                     logger.info("binance.disconnected", extra={"venue": self.venue, "error": repr(exc)})
+                if self._on_gap is not None:
+                    for symbol in self.symbols:
+                        await self._on_gap(symbol)
                 delay = self.backoff.next_delay()
                 if len(self.stats.backoff_delays) >= self._max_recorded_delays:
                     del self.stats.backoff_delays[0]
@@ -169,9 +156,9 @@ class BinanceConnector(BackgroundRunner):
             if own_client:
                 await http.aclose()
 
-    async def _session(self, http: httpx.AsyncClient) -> None:
+    async def _connect(self) -> ClientConnection:
         limits = self.limits
-        async with connect(
+        ws = await connect(
             self.url,
             open_timeout=limits.open_timeout_s,
             close_timeout=limits.close_timeout_s,
@@ -179,25 +166,116 @@ class BinanceConnector(BackgroundRunner):
             ping_timeout=limits.ping_timeout_s,
             max_size=limits.max_frame_bytes,
             max_queue=limits.max_queued_frames,
-        ) as ws:
-            self._ws = ws
-            self.stats.connects += 1
-            self.stats.connected = True
-            self.backoff.on_connected()
-            # A new connection is a new diff stream: every book must be rebuilt from a new snapshot.
-            for sync in self.syncs.values():
-                sync.reset()
-            try:
-                while True:
-                    async with asyncio.timeout(limits.silence_timeout_s):
-                        raw = await ws.recv()
-                    await self._on_frame(raw, http)
-            finally:
-                self._ws = None
-                self.stats.connected = False
-                self.stats.disconnects += 1
-                self.backoff.on_disconnected()
-                await self._cancel_fetches()
+        )
+        self.stats.connects += 1
+        return ws
+
+    async def _session(self, http: httpx.AsyncClient) -> None:
+        self._ws = await self._connect()
+        self.stats.connected = True
+        self.backoff.on_connected()
+        # A new connection is a new diff stream: every book must be rebuilt from a new snapshot.
+        for sync in self.syncs.values():
+            sync.reset()
+        self._last_trade_id.clear()
+        self._last_liquidation_ts.clear()
+        self._shutdown_notice = False
+        self._opened_at = self._last_frame_at = self._clock()
+        try:
+            while True:
+                await self._step(http)
+        finally:
+            ws, self._ws = self._ws, None
+            self.stats.connected = False
+            self.stats.disconnects += 1
+            self.backoff.on_disconnected()
+            await self._cancel_fetches()
+            rotation, self._rotation = self._rotation, None
+            if rotation is not None:
+                await rotation.abandon()
+            if ws is not None:
+                await ws.close()
+
+    async def _step(self, http: httpx.AsyncClient) -> None:
+        """Handle one frame (or a timer: silence, rotation deadline, connection age) of the current connection."""
+        ws = self._ws
+        if ws is None:  # only _session sets and clears it, around its calls of this method
+            raise ConnectionError("no connection")
+        rotation = await self._rotation_due()
+        silence_at = self._last_frame_at + self.limits.silence_timeout_s
+        max_age = self.limits.max_connection_age_s
+        wake_at = silence_at
+        if rotation is not None:
+            wake_at = min(wake_at, rotation.deadline)
+        elif max_age is not None:
+            wake_at = min(wake_at, self._opened_at + max_age)
+        try:
+            async with asyncio.timeout(max(0.0, wake_at - self._clock())):
+                raw = await ws.recv()
+        except TimeoutError:
+            if rotation is not None and self._clock() >= rotation.deadline:
+                await self._switch(rotation, http, forced=True)
+            elif self._clock() >= silence_at:
+                raise  # a stale feed: reconnect
+            return
+        except ConnectionClosed:
+            if rotation is None or rotation.closed:
+                raise
+            # The old connection went first: whatever it did not deliver was never going to arrive.
+            await self._switch(rotation, http, forced=False)
+            return
+        self._last_frame_at = self._clock()
+        await self._on_frame(raw, http)
+        if rotation is not None and rotation.caught_up(self._last_trade_id, self.syncs):
+            await self._switch(rotation, http, forced=rotation.full)
+
+    async def _rotation_due(self) -> Rotation | None:
+        """The rotation in progress, or a new one if a notice or the connection's age calls for it."""
+        if self._rotation is not None:
+            return self._rotation
+        now = self._clock()
+        max_age = self.limits.max_connection_age_s
+        if self._shutdown_notice or (max_age is not None and now - self._opened_at >= max_age):
+            self._shutdown_notice = False
+            if await self._start_rotation(now) is None and max_age is not None:
+                # Could not open a second connection: keep this one and try again after the rotation timeout.
+                self._opened_at = now + self.limits.rotation_timeout_s - max_age
+        return self._rotation
+
+    async def _start_rotation(self, now: float) -> Rotation | None:
+        logger.info("binance.rotating", extra={"venue": self.venue, "notice": self._shutdown_notice})
+        try:
+            ws = await self._connect()
+        except (OSError, TimeoutError, WebSocketException) as exc:
+            if cancelling():
+                raise asyncio.CancelledError from exc
+            self.stats.rotation_failures += 1
+            self.stats.last_error = f"rotation failed: {exc!r}"
+            logger.warning("binance.rotation_failed", extra={"venue": self.venue, "error": repr(exc)})
+            return None
+        self._rotation = Rotation(
+            ws,
+            self._parse,
+            max_events=self.limits.max_rotation_events,
+            deadline=now + self.limits.rotation_timeout_s,
+        )
+        return self._rotation
+
+    async def _switch(self, rotation: Rotation, http: httpx.AsyncClient, *, forced: bool) -> None:
+        """Follow the rotation's connection from here on; the old one is closed."""
+        await rotation.stop_reading()
+        old, self._ws, self._rotation = self._ws, rotation.ws, None
+        self._shutdown_notice = False
+        self._opened_at = self._last_frame_at = self._clock()
+        self.stats.rotations += 1
+        self.stats.rotations_forced += forced
+        for sync in self.syncs.values():
+            sync.rebridge()
+        for event in rotation.events:
+            await self._on_event(event, http)
+        if old is not None:
+            await old.close()
+        logger.info("binance.rotated", extra={"venue": self.venue, "forced": forced, "buffered": len(rotation.events)})
 
     async def _cancel_fetches(self) -> None:
         tasks = list(self._fetching.values())
@@ -206,18 +284,45 @@ class BinanceConnector(BackgroundRunner):
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
-    async def _on_frame(self, raw: str | bytes, http: httpx.AsyncClient) -> None:
+    def _parse(self, raw: str | bytes) -> MarketEvent | None:
+        """A frame's event for a subscribed symbol; None (counted) for anything else."""
         self.stats.frames += 1
         self.stats.last_frame_at = self._clock()
         try:
             event = parse_frame(raw, self.venue, int(self._wall_clock() * 1000))
         except MalformedFrameError:
             self.stats.malformed += 1
-            return
+            return None
         if event is None or event.symbol not in self.syncs:
-            self.stats.ignored += 1
-            return
+            if event is None and is_server_shutdown(raw):
+                self.stats.server_shutdowns += 1
+                self._shutdown_notice = True
+                logger.info("binance.server_shutdown", extra={"venue": self.venue})
+            else:
+                self.stats.ignored += 1
+            return None
+        return event
+
+    async def _on_frame(self, raw: str | bytes, http: httpx.AsyncClient) -> None:
+        event = self._parse(raw)
+        if event is not None:
+            await self._on_event(event, http)
+
+    def _is_duplicate(self, event: Trade | Liquidation) -> bool:
+        """Trades by aggTrade id, liquidations by time (Binance sends at most one per symbol and second)."""
+        seen = self._last_trade_id if isinstance(event, Trade) else self._last_liquidation_ts
+        mark = event.trade_id if isinstance(event, Trade) else event.exchange_ts
+        last = seen.get(event.symbol)
+        if last is not None and mark <= last:
+            self.stats.duplicates += 1
+            return True
+        seen[event.symbol] = mark
+        return False
+
+    async def _on_event(self, event: MarketEvent, http: httpx.AsyncClient) -> None:
         if not isinstance(event, BookUpdate):
+            if isinstance(event, Trade | Liquidation) and self._is_duplicate(event):
+                return
             await self._sink(event)
             return
         sync = self.syncs[event.symbol]

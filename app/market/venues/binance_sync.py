@@ -79,10 +79,16 @@ class BookSynchroniser:
         self.stats = SyncStats()
         self._buffer: list[BookUpdate] = []
         self._last_u = 0  # snapshot lastUpdateId until the bridge, then the last applied diff's u
+        self._rebridging = False  # bridging to the last applied diff (not a snapshot): u == last is a duplicate
 
     @property
     def needs_snapshot(self) -> bool:
         return self.state is SyncState.AWAITING_SNAPSHOT
+
+    @property
+    def last_applied(self) -> int:
+        """The snapshot's lastUpdateId until the bridge, then the last applied diff's ``u``."""
+        return self._last_u
 
     @property
     def buffered(self) -> int:
@@ -114,6 +120,7 @@ class BookSynchroniser:
         self.book.apply_snapshot(snapshot)
         self._last_u = snapshot.last_update_id
         self.state = SyncState.AWAITING_BRIDGE
+        self._rebridging = False
         buffered, self._buffer = self._buffer, []
         applied: list[BookUpdate] = []
         for index, update in enumerate(buffered):
@@ -131,10 +138,21 @@ class BookSynchroniser:
         self._buffer = []
         self._last_u = 0
         self.state = SyncState.AWAITING_SNAPSHOT
+        self._rebridging = False
+
+    def rebridge(self) -> None:
+        """A second connection takes over the diff stream (make-before-break): keep the book and its last update
+        id, and accept the new stream's first diff by the bridging rule (it may overlap what was applied:
+        levels are absolute quantities, so re-applying an overlap is harmless); diffs up to the last applied id
+        are duplicates and dropped. A book still awaiting its snapshot keeps waiting (buffering)."""
+        if self.state is SyncState.SYNCED:
+            self.state = SyncState.AWAITING_BRIDGE
+            self._rebridging = True
 
     def _resync(self, keep: list[BookUpdate]) -> None:
         self.stats.gaps += 1
         self.state = SyncState.AWAITING_SNAPSHOT
+        self._rebridging = False
         self._buffer = keep[-self.max_buffered_diffs :]
 
     def _accept(self, update: BookUpdate) -> DiffResult:
@@ -142,7 +160,7 @@ class BookSynchroniser:
         u, first, prev = update.last_update_id, update.first_update_id, update.prev_update_id
         futures = self.market == "futures"
         if self.state is SyncState.AWAITING_BRIDGE:
-            if u < last or (u == last and not futures):
+            if u < last or (u == last and (self._rebridging or not futures)):
                 self.stats.stale += 1
                 return DiffResult.STALE
             # Futures: the documented U-rule, or the pu-rule for ids shared across symbols.
@@ -157,6 +175,7 @@ class BookSynchroniser:
         self.book.apply_update(update)
         self._last_u = u
         self.state = SyncState.SYNCED
+        self._rebridging = False
         self.stats.applied += 1
         if self.book.is_crossed:
             self.stats.crossed += 1

@@ -19,10 +19,19 @@ Symbols: a CoinAPI symbol id ``EXCHANGE_TYPE_BASE_QUOTE[_…]`` maps to our symb
 as a futures expiry) in upper case under venue ``coinapi``: ``BINANCE_SPOT_BTC_USDT`` → ``BTCUSDT``. Ids from
 different exchanges can collide on one symbol, so one connector refuses two ids with the same symbol; an explicit
 ``{symbol_id: symbol}`` mapping overrides the derivation.
+
+The other direction is what configuration needs: ``DELTAFLOW_FEEDS`` names *our* symbols (``coinapi:BTCUSDT``, the
+same spelling as every other venue, so routes and Redis keys look alike), and :func:`coinapi_symbol_id` turns one
+into a CoinAPI id. An explicit entry of ``DELTAFLOW_COINAPI_SYMBOL_MAP`` (``{"BTCUSDT": "COINBASE_SPOT_BTC_USD"}``)
+wins; otherwise the symbol is split at a known quote asset (the longest that matches: ``BTCUSDT`` → ``BTC`` +
+``USDT``, never ``USD``) and prefixed with ``DELTAFLOW_COINAPI_SYMBOL_PREFIX`` (default ``BINANCE_SPOT``), giving
+``BINANCE_SPOT_BTC_USDT`` — what a Binance user means by ``BTCUSDT``. A symbol with no known quote suffix must be
+mapped explicitly; the error says so.
 """
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -41,6 +50,15 @@ HEARTBEAT_TYPES: Final = frozenset({"hearbeat", "heartbeat"})
 # Error texts that no retry can fix: the key is wrong, revoked or out of quota. Anything else is transient.
 AUTH_ERROR_MARKERS: Final = ("api key", "apikey", "unauthorized", "unauthorised", "forbidden", "quota", "subscription")
 _INT63: Final = (1 << 63) - 1
+# Quote assets recognised when deriving a symbol id from our symbol; longest first, so USDT wins over USD.
+QUOTE_ASSETS: Final = tuple(
+    sorted(
+        ("USDT", "USDC", "FDUSD", "BUSD", "TUSD", "DAI", "USD", "EUR", "GBP", "JPY", "TRY", "BRL", "BTC", "ETH", "BNB"),
+        key=len,
+        reverse=True,
+    )
+)
+_PREFIX = re.compile(r"^[A-Z0-9]+_[A-Z0-9]+$")
 
 TAKER_SIDES: Final[dict[str, tuple[Side | None, bool]]] = {
     "BUY": (BUY, True),
@@ -78,6 +96,28 @@ def symbol_map(symbol_ids: Iterable[str] | Mapping[str, str]) -> dict[str, str]:
     if not out:
         raise ValueError("at least one symbol id is required")
     return out
+
+
+def coinapi_symbol_id(symbol: str, prefix: str, overrides: Mapping[str, str]) -> str:
+    """The CoinAPI symbol id of our ``symbol``: an explicit override, else ``<prefix>_<BASE>_<QUOTE>``.
+
+    Raises ValueError (naming the settings to change) for a bad prefix or a symbol with no known quote asset.
+    """
+    symbol = symbol.upper()
+    explicit = {k.upper(): v.upper() for k, v in overrides.items()}
+    if symbol in explicit:
+        default_symbol(explicit[symbol])  # validates the EXCHANGE_TYPE_BASE_QUOTE shape
+        return explicit[symbol]
+    prefix = prefix.upper()
+    if not _PREFIX.match(prefix):
+        raise ValueError(f"DELTAFLOW_COINAPI_SYMBOL_PREFIX {prefix!r} is not EXCHANGE_TYPE (e.g. BINANCE_SPOT)")
+    for quote in QUOTE_ASSETS:
+        if symbol.endswith(quote) and len(symbol) > len(quote):
+            return f"{prefix}_{symbol[: -len(quote)]}_{quote}"
+    raise ValueError(
+        f"cannot derive a CoinAPI symbol id for {symbol!r} (no known quote asset suffix);"
+        f' map it in DELTAFLOW_COINAPI_SYMBOL_MAP, e.g. {{"{symbol}": "{prefix}_BASE_QUOTE"}}'
+    )
 
 
 def hello_message(

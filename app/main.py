@@ -7,13 +7,14 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from starlette.middleware.gzip import GZipMiddleware
+from starlette.routing import compile_path
 
 from app import __version__
 from app.auth.middleware import AuthMiddleware
-from app.auth.policy import RouteRule, add_security_to_openapi, compile_policy
+from app.auth.policy import RouteRule, add_security_to_openapi, compile_policy, iter_api_routes
 from app.config import Settings, get_settings
 from app.core.db import create_engine, create_session_factory
-from app.core.errors import install_error_handlers
+from app.core.errors import ROUTE_METHODS_STATE, install_error_handlers
 from app.core.lifecycle import Lifecycle, install_sigterm_drain
 from app.core.logging import configure_logging, get_logger
 from app.core.middleware import BodyLimitMiddleware, RequestContextMiddleware
@@ -88,10 +89,16 @@ def create_app(settings: Settings | None = None, *, handle_sigterm: bool = False
     app.include_router(trading_router)
     app.include_router(markets_router)
     app.include_router(signals_router)
+    _index_route_methods(app)
     # Compiled after every router is included: a /v1 route without a scope declaration fails start-up here.
     policy = compile_policy(app.routes, documented_paths=app.openapi()["paths"])
     app.openapi_schema = None  # regenerated with the security requirements below
     _register_problem_schema(app, policy)
+    _add_middleware(app, settings, policy)
+    return app
+
+
+def _add_middleware(app: FastAPI, settings: Settings, policy: tuple[RouteRule, ...]) -> None:
     # Each add_middleware wraps the previous: request context (outermost) → gzip → auth → body limit → routes.
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
     app.add_middleware(AuthMiddleware, rules=policy, sunset_warning_days=settings.key_sunset_warning_days)
@@ -100,7 +107,12 @@ def create_app(settings: Settings | None = None, *, handle_sigterm: bool = False
         # bodies of at least `gzip_min_bytes`, and never buffers event streams (SSE).
         app.add_middleware(GZipMiddleware, minimum_size=settings.gzip_min_bytes, compresslevel=settings.gzip_level)
     app.add_middleware(RequestContextMiddleware, access_log_enabled=settings.access_log)
-    return app
+
+
+def _index_route_methods(app: FastAPI) -> None:
+    """(path pattern, methods) of every route, for complete `Allow` headers on 405 responses."""
+    index = [(compile_path(path)[0], methods) for path, methods, _ in iter_api_routes(app.routes)]
+    setattr(app.state, ROUTE_METHODS_STATE, index)
 
 
 def _register_problem_schema(app: FastAPI, policy: tuple[RouteRule, ...]) -> None:

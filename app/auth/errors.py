@@ -21,6 +21,13 @@ class ApiKeyInvalid(AppError):
     description = "The key is malformed, fails its checksum, or is not known to this service."
 
 
+class ApiKeyAmbiguous(AppError):
+    slug = "api-key-ambiguous"
+    title = "Two different API keys"
+    status = 401
+    description = "`Authorization: Bearer` and `X-API-Key` carry different keys; send one."
+
+
 class ApiKeyRevoked(AppError):
     slug = "api-key-revoked"
     title = "API key revoked"

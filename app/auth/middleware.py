@@ -17,7 +17,7 @@ import structlog
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.auth.errors import BEARER_CHALLENGE, ApiKeyMissing, InsufficientScope
+from app.auth.errors import BEARER_CHALLENGE, ApiKeyAmbiguous, ApiKeyMissing, InsufficientScope
 from app.auth.policy import PROTECTED_PREFIX, RouteRule, match_rule
 from app.auth.principal import Principal
 from app.auth.verifier import KeyVerifier
@@ -25,17 +25,22 @@ from app.core.errors import PROBLEM_TYPES, AppError, problem_response
 
 
 def _extract_key(scope: Scope) -> str | None:
+    """The key from `Authorization: Bearer` or `X-API-Key`. Two different keys are refused rather than one picked:
+    a request must not be authorised by one credential while carrying another (RFC 6750 §2: one method per
+    request), and a client sending both usually has a stale one it believes is in use."""
+    bearer: str | None = None
     api_key: str | None = None
     name: bytes
     value: bytes
     for name, value in scope.get("headers", ()):
         if name == b"authorization":
             scheme, _, credentials = value.decode("latin-1").partition(" ")
-            if scheme.lower() == "bearer" and credentials.strip():
-                return credentials.strip()
+            bearer = credentials.strip() or None if scheme.lower() == "bearer" else bearer
         elif name == b"x-api-key":
             api_key = value.decode("latin-1").strip() or None
-    return api_key
+    if bearer is not None and api_key is not None and bearer != api_key:
+        raise ApiKeyAmbiguous("Send one API key, in `Authorization: Bearer` or in `X-API-Key`, not two different ones.")
+    return bearer or api_key
 
 
 class AuthMiddleware:

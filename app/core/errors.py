@@ -239,12 +239,30 @@ async def _http_error_handler(request: Request, exc: Exception) -> Response:
         detail = f"No route matches {request.method} {request.url.path}."
     elif exc.status_code == 405 and detail == "Method Not Allowed":
         detail = f"{request.method} is not allowed on {request.url.path}."
+    headers = {name.lower(): value for name, value in (exc.headers or {}).items()}
+    if exc.status_code == 405:
+        headers["allow"] = _allowed_methods(request, headers.get("allow", ""))
     return problem_response(
         request.scope,
         problem=problem_for_status(exc.status_code),
         detail=detail,
-        headers=exc.headers,
+        headers=headers,
     )
+
+
+ROUTE_METHODS_STATE = "route_methods"
+
+
+def _allowed_methods(request: Request, first_match: str) -> str:
+    """Every method any route on this path accepts (RFC 9110 §15.5.6). Starlette names only the first route that
+    matched the path, but GET and POST on one path are often separate routes. The index of (path pattern,
+    methods) is built by the app factory into `app.state.route_methods`."""
+    methods = {m.strip() for m in first_match.split(",") if m.strip()}
+    index: Sequence[tuple[Any, frozenset[str]]] = getattr(request.app.state, ROUTE_METHODS_STATE, ())
+    for pattern, route_methods in index:
+        if pattern.match(request.url.path):
+            methods |= route_methods
+    return ", ".join(sorted(methods))
 
 
 async def _validation_error_handler(request: Request, exc: Exception) -> Response:

@@ -47,6 +47,20 @@ async def test_both_header_forms_authenticate(client: AsyncClient, make_key: Mak
     assert body["scopes"] == ["market:read", "signals:read"]
 
 
+async def test_two_different_keys_are_refused_and_the_same_key_twice_is_accepted(
+    client: AsyncClient, make_key: MakeKey
+) -> None:
+    key = await make_key(Role.READER)
+    other = generate_api_key()
+    for headers in (
+        {"Authorization": f"Bearer {key.secret}", "X-API-Key": other},
+        {"Authorization": f"Bearer {other}", "X-API-Key": key.secret},
+    ):
+        _problem(await client.get("/v1/me", headers=headers), 401, "api-key-ambiguous")
+    same = {"Authorization": f"Bearer {key.secret}", "X-API-Key": key.secret}
+    assert (await client.get("/v1/me", headers=same)).status_code == 200
+
+
 @pytest.mark.parametrize("bad", ["nope", "dfk_" + "a" * 38, "Bearer", generate_api_key()[:-1] + "!"])
 async def test_malformed_key_is_rejected_without_touching_the_database(
     client: AsyncClient, app: FastAPI, bad: str
@@ -152,3 +166,10 @@ def test_start_up_fails_when_a_v1_route_declares_no_scopes() -> None:
 
     with pytest.raises(PolicyMissing, match="/v1/forgotten"):
         compile_policy(router.routes)
+
+
+async def test_a_405_allows_every_method_of_the_path_even_across_routes(client: AsyncClient, make_key: MakeKey) -> None:
+    admin = await make_key(Role.ADMIN)
+    response = await client.request("OPTIONS", "/v1/keys", headers=admin.headers)  # GET and POST are two routes
+    _problem(response, 405, "method-not-allowed")
+    assert response.headers["allow"] == "GET, POST"

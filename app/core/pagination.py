@@ -27,7 +27,7 @@ def encode_cursor(created_at: datetime, row_id: uuid.UUID) -> str:
 
 
 def decode_cursor(cursor: str | None) -> tuple[datetime, uuid.UUID] | None:
-    if cursor is None:
+    if not cursor:  # absent, or `?cursor=` as clients that always send the parameter write the first page
         return None
     try:
         padded = cursor + "=" * (-len(cursor) % 4)

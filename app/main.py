@@ -26,6 +26,7 @@ from app.health.router import router as health_router
 from app.keys.router import router as keys_router
 from app.keys.runtime import start_key_services
 from app.market.runtime import start_ingestion
+from app.signals.analysis import router as analysis_router
 from app.signals.router import router as signals_router
 from app.system.docs import install_docs
 from app.system.router import router as system_router
@@ -89,6 +90,7 @@ def create_app(settings: Settings | None = None, *, handle_sigterm: bool = False
     app.include_router(trading_router)
     app.include_router(markets_router)
     app.include_router(signals_router)
+    app.include_router(analysis_router)
     _index_route_methods(app)
     # Compiled after every router is included: a /v1 route without a scope declaration fails start-up here.
     policy = compile_policy(app.routes, documented_paths=app.openapi()["paths"])

@@ -23,7 +23,7 @@ import asyncio
 import hashlib
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any
@@ -132,13 +132,18 @@ class SignalService:
         return SignalOutcome(document, hit, etag_of(document))
 
     async def _shared_flight(self, key: str, spec: SignalInput) -> tuple[bytes | None, bool]:
+        return await self.cached(key, lambda: self._compute(spec))
+
+    async def cached(self, key: str, compute: Callable[[], Awaitable[bytes | None]]) -> tuple[bytes | None, bool]:
+        """The document cached under ``key``, computed once across tasks and instances when missing (the same
+        single flight as signals; other stored-data documents use it too). Returns (document, hit)."""
         stored = await self.redis.get(key)
         if isinstance(stored, bytes):
             return stored, True
         flight = self._flights.get(key)
         joined = flight is not None
         if flight is None:
-            flight = asyncio.create_task(self._fill(key, spec), name=f"signal-flight:{key}")
+            flight = asyncio.create_task(self._fill(key, compute), name=f"signal-flight:{key}")
             self._flights[key] = flight
             flight.add_done_callback(self._landed(key))
         document, hit = await asyncio.shield(flight)
@@ -152,7 +157,7 @@ class SignalService:
 
         return done
 
-    async def _fill(self, key: str, spec: SignalInput) -> tuple[bytes | None, bool]:
+    async def _fill(self, key: str, compute: Callable[[], Awaitable[bytes | None]]) -> tuple[bytes | None, bool]:
         """Compute under the cross-instance lock, or wait for the instance that holds it."""
         timeout = self.settings.signal_singleflight_timeout_seconds
         poll = self.settings.signal_singleflight_poll_seconds
@@ -160,7 +165,7 @@ class SignalService:
         while True:
             if await self.redis.set(lock, token, nx=True, px=int(timeout * 1000)):
                 try:
-                    document = await self._compute(spec)
+                    document = await compute()
                     if document is not None:
                         await self.redis.set(key, document, ex=int(self.settings.signal_cache_ttl_seconds))
                     return document, False

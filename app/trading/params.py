@@ -34,6 +34,15 @@ def build_params(model: BaseModel | None) -> AnalysisParams:
     return AnalysisParams(**built)
 
 
+def build_module_params(name: str, values: dict[str, Any], loc: tuple[str | int, ...]) -> Any:
+    """One module's parameter dataclass from type-checked values (e.g. query parameters, `loc=("query",)`);
+    a range error is a `BodyInvalid` pointing at the field under `loc`."""
+    try:
+        return _build(PARAM_DATACLASSES[name], values, loc)
+    except _ParamError as error:
+        raise BodyInvalid([error.entry]) from None
+
+
 class _ParamError(Exception):
     def __init__(self, entry: dict[str, Any]) -> None:
         super().__init__(entry)

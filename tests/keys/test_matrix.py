@@ -102,6 +102,10 @@ async def _signals_batch(make_key: MakeKey, caller: IssuedKey, tenant: str) -> C
     return Call("/v1/signals/batch", {"items": [{"venue": "binance", "symbol": "BTCUSDT", "timeframe": "1m"}]})
 
 
+async def _analysis(make_key: MakeKey, caller: IssuedKey, tenant: str) -> Call:
+    return Call("/v1/analysis/binance/BTCUSDT/cvd?timeframe=1m&swing_length=2")
+
+
 # (method, path template) → (factory, addresses a tenant-owned resource)
 REQUESTS: dict[tuple[str, str], tuple[Factory, bool]] = {
     ("GET", "/v1/me"): (_me, False),
@@ -120,6 +124,7 @@ REQUESTS: dict[tuple[str, str], tuple[Factory, bool]] = {
     ("GET", "/v1/orderbook/{venue}/{symbol}"): (_orderbook, False),
     ("GET", "/v1/signals/{venue}/{symbol}"): (_signals, False),
     ("POST", "/v1/signals/batch"): (_signals_batch, False),
+    ("GET", "/v1/analysis/{venue}/{symbol}/{module}"): (_analysis, False),
 }
 
 

@@ -1,0 +1,59 @@
+"""One analysis module on stored bars, as a plain function of bytes: what an analysis worker runs for
+`GET /v1/analysis/{venue}/{symbol}/{module}`.
+
+The module is run through the same engine call and rendered by the same function as `POST /v1/analyze` with
+`modules: [module]`, so the two routes cannot drift apart on the same candles and parameters. Only the stored
+candle JSON and a small picklable :class:`AnalysisSpec` cross the process boundary; only the encoded document
+comes back. No FastAPI, Redis or settings here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from app.analytics import AnalysisParams, analyze
+from app.signals.compute import ESTIMATED_SOURCES, SignalInput, candles_from_rows, iso, select_rows
+from app.trading.render import render
+
+# Modules whose output depends on the taker side of the volume; the others read prices (and volume) only.
+SIDED_MODULES = frozenset({"cvd", "orderflow"})
+
+
+@dataclass(frozen=True, slots=True)
+class AnalysisSpec:
+    rows: SignalInput  # which stored bars to use
+    module: str
+    params: AnalysisParams  # only the module's own member differs from the defaults
+    include_series: bool
+
+
+def compute_analysis(raw_candles: bytes, spec: AnalysisSpec) -> bytes | None:
+    """The encoded document (without `feed`, which changes every request); None if there are no bars."""
+    rows, forming = select_rows(orjson.loads(raw_candles), spec.rows)
+    if not rows:
+        return None
+    source = spec.rows
+    result = analyze(candles_from_rows(rows, source.interval_ms), modules=(spec.module,), params=spec.params)
+    rendered = render(result, include_series=spec.include_series)[spec.module]
+    inputs: dict[str, Any] = {}
+    if spec.module in SIDED_MODULES:
+        side_source: str = getattr(result, spec.module).side_source
+        inputs[spec.module] = {"side_source": side_source, "exact": side_source not in ESTIMATED_SOURCES}
+    as_of = result.last_close_time
+    body = {
+        "venue": source.venue,
+        "symbol": source.symbol,
+        "timeframe": source.timeframe,
+        "module": spec.module,
+        "as_of": as_of,
+        "as_of_iso": iso(as_of),
+        "forming": forming,
+        "bar_count": result.bar_count,
+        "include_series": spec.include_series,
+        "inputs": inputs,
+        spec.module: rendered,
+    }
+    return orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)

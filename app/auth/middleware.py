@@ -29,7 +29,7 @@ def _extract_key(scope: Scope) -> str | None:
     a request must not be authorised by one credential while carrying another (RFC 6750 §2: one method per
     request), and a client sending both usually has a stale one it believes is in use."""
     bearer: str | None = None
-    api_key: str | None = None
+    api_key: str | None = None  # "" when the header is present but empty: still a second credential
     name: bytes
     value: bytes
     for name, value in scope.get("headers", ()):
@@ -37,10 +37,10 @@ def _extract_key(scope: Scope) -> str | None:
             scheme, _, credentials = value.decode("latin-1").partition(" ")
             bearer = credentials.strip() or None if scheme.lower() == "bearer" else bearer
         elif name == b"x-api-key":
-            api_key = value.decode("latin-1").strip() or None
+            api_key = value.decode("latin-1").strip()
     if bearer is not None and api_key is not None and bearer != api_key:
         raise ApiKeyAmbiguous("Send one API key, in `Authorization: Bearer` or in `X-API-Key`, not two different ones.")
-    return bearer or api_key
+    return bearer or api_key or None
 
 
 class AuthMiddleware:

@@ -116,6 +116,11 @@ class CandlesResponse(BaseModel):
     candles: list[Candle]
 
 
+# [price, quantity]: a fixed-length array rather than a tuple, whose JSON Schema form (prefixItems / array-valued
+# items) OpenAPI tooling reads inconsistently.
+PriceLevel = Annotated[list[float], Field(min_length=2, max_length=2)]
+
+
 class OrderBook(BaseModel):
     model_config = ConfigDict(
         json_schema_extra={
@@ -130,8 +135,8 @@ class OrderBook(BaseModel):
         }
     )
 
-    bids: list[tuple[float, float]] = Field(description="[price, quantity], best first")
-    asks: list[tuple[float, float]]
+    bids: list[PriceLevel] = Field(description="[price, quantity], best first")
+    asks: list[PriceLevel] = Field(description="[price, quantity], best first")
     last_update_id: int | None
     ts: int | None = Field(description="Exchange time of the last applied update, epoch ms")
 

@@ -55,6 +55,7 @@ async def test_two_different_keys_are_refused_and_the_same_key_twice_is_accepted
     for headers in (
         {"Authorization": f"Bearer {key.secret}", "X-API-Key": other},
         {"Authorization": f"Bearer {other}", "X-API-Key": key.secret},
+        {"Authorization": f"Bearer {key.secret}", "X-API-Key": ""},  # an empty second credential is still one
     ):
         _problem(await client.get("/v1/me", headers=headers), 401, "api-key-ambiguous")
     same = {"Authorization": f"Bearer {key.secret}", "X-API-Key": key.secret}

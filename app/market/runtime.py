@@ -30,8 +30,8 @@ from app.market.feeds import Feed, parse_feeds
 from app.market.keys import FeedKeys
 from app.market.lease import Lease, LeaseKeeper
 from app.market.pipeline import Pipeline, PipelineLimits, wall_clock_ms
-from app.market.recovery import Backoff
 from app.market.sources import MARKETS, Shared, Source, build_source, coinapi_symbol_ids, rest_url, source_status
+from app.market.sources import backoff as reconnect_backoff
 from app.market.store import FeedWriter, StoreLimits
 from app.market.tasks import cancel_and_wait, cancelling
 
@@ -211,7 +211,7 @@ class FeedIngestor:
         fetcher = KlineBackfill(
             MARKETS[self.venue], self._rest_url(), self._shared.http, self._shared.breaker(self.venue)
         )
-        backoff = Backoff(base_s=1.0, cap_s=self.settings.market_backoff_cap_seconds)
+        backoff = reconnect_backoff(self.settings)
         status = self.backfill
         todo = list(TIMEFRAMES) if self.settings.market_backfill_bars > 0 else []
         while True:
@@ -232,7 +232,8 @@ class FeedIngestor:
                 status.state, status.error = "failed", str(exc)
                 status.attempts += 1
                 logger.warning("market.backfill_failed", extra={"feed": self.keeper.name, "error": str(exc)})
-                await asyncio.sleep(backoff.next_delay())
+                # An open breaker refuses without asking the venue: sleep until it may ask again, not in a hot loop.
+                await asyncio.sleep(max(backoff.next_delay(), fetcher.breaker.retry_in()))
 
     async def _repair_partial_bars(self, fetcher: KlineBackfill) -> None:
         """Store the venue's klines for bars observed only in part (the first live bars, bars spanning a stream

@@ -9,8 +9,9 @@ REST on the same port: ``/api/v3/depth`` (the book as of the last diff sent, wit
 ``/api/v3/klines`` (bars of exactly the trades generated, with taker-buy volume, in Binance's row layout).
 
 Misbehaviour on demand: :meth:`server_shutdown` sends the ``serverShutdown`` event to every open connection (and
-closes them ``grace_s`` later); :meth:`drop_all` aborts every connection; ``refusing = True`` fails new handshakes
-with HTTP 503 (an outage, during which the market keeps trading and the klines keep the missed minutes).
+closes them ``grace_s`` later); :meth:`drop_all` aborts every connection; ``refusing = True`` fails new stream
+handshakes with HTTP 503 (a stream outage, during which the market keeps trading, REST keeps answering and the
+klines hold the missed minutes).
 
 Exchange time comes from ``clock`` (epoch ms), so a test can run a fast virtual market (:class:`VirtualClock`)
 that the runtime under test reads too.
@@ -213,8 +214,6 @@ class LiveBinance:
         query = parse_qs(url.query)
         if url.path == "/stream":
             return self._response(503, b"outage") if self.refusing else None
-        if self.refusing:
-            return self._response(503, b'{"code":-1,"msg":"outage"}')
         if url.path == "/api/v3/depth":
             self.depth_calls += 1
             return self._response(200, self.market.snapshot())

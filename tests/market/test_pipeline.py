@@ -205,6 +205,48 @@ async def test_a_bar_that_began_before_the_pipeline_goes_to_the_partial_handler(
     assert [(c["t"], c["closed"]) for c in candles] == [(T0 + 60_000, True), (T0 + 120_000, False)]
 
 
+async def test_bars_spanning_a_stream_break_go_to_the_partial_handler_and_the_break_to_the_gap_hook(
+    redis_client: Redis,
+) -> None:
+    partial: list[Bar] = []
+    gaps: list[tuple[int, int]] = []
+    pipeline = Pipeline(redis_client, FEED, clock=None, on_partial=partial.append, on_gap=lambda *g: gaps.append(g))
+    pipeline.start()
+    # T0 is 22:14:00. Seen: 22:14:00-22:15:10, then a break, then 22:17:20 on; 22:15:10-22:17:20 was missed.
+    before = [T0, T0 + 30_000, T0 + 70_000]
+    after = [T0 + 200_000, T0 + 230_000, T0 + 250_000, T0 + 300_000, T0 + 360_000]
+    for i, ts in enumerate(before):
+        await pipeline.submit(Trade("binance", "BTCUSDT", ts, ts, 100.0, 1.0, BUY, i))
+    await pipeline.mark_gap("binance", "BTCUSDT")
+    await pipeline.mark_gap("binance", "BTCUSDT")  # every failed reconnect says so again: one break
+    for i, ts in enumerate(after):
+        await pipeline.submit(Trade("binance", "BTCUSDT", ts, ts, 100.0, 1.0, BUY, 10 + i))
+    await pipeline.aclose()
+    assert gaps == [(T0 + 70_000, T0 + 200_000)]
+    one_minute = sorted(b.open_time for b in partial if b.timeframe == "1m")
+    assert one_minute == [T0 + 60_000, T0 + 180_000], "the bar the break cut and the one the reconnect joined"
+    assert ("5m", T0 + 60_000) in {(b.timeframe, b.open_time) for b in partial}, "22:15-22:20 spans the break"
+    candles = await read_candles(redis_client, "binance", "BTCUSDT", "1m", 10)
+    # Stored: the fully observed 22:14, 22:18 and 22:19 bars; the forming 22:20. Not the partial 22:15 and 22:17.
+    assert [(c["t"], c["closed"]) for c in candles] == [
+        (T0, True),
+        (T0 + 240_000, True),
+        (T0 + 300_000, True),
+        (T0 + 360_000, False),
+    ]
+
+
+async def test_a_break_without_a_partial_handler_is_ignored(redis_client: Redis) -> None:
+    pipeline = Pipeline(redis_client, FEED, clock=None)
+    pipeline.start()
+    await pipeline.submit(Trade("binance", "BTCUSDT", T0, T0, 100.0, 1.0, BUY, 1))
+    await pipeline.mark_gap("binance", "BTCUSDT")  # no klines to repair from: bars are stored as observed
+    await pipeline.submit(Trade("binance", "BTCUSDT", T0 + 90_000, T0 + 90_000, 100.0, 1.0, BUY, 2))
+    await pipeline.aclose()
+    candles = await read_candles(redis_client, "binance", "BTCUSDT", "1m", 10)
+    assert [(c["t"], c["closed"], c["v"]) for c in candles] == [(T0, True, 1.0), (T0 + 60_000, False, 1.0)]
+
+
 async def test_other_feeds_and_klines_are_ignored(redis_client: Redis) -> None:
     pipeline = Pipeline(redis_client, FEED, clock=None)
     pipeline.start()

@@ -65,7 +65,7 @@ def sizing(account_equity: float | None, risk_pct: float | None, where: str = "q
         raise RequestValidationError([{"type": "missing", "loc": loc, "msg": message, "input": None}])
 
 
-def _matches(if_none_match: str | None, tag: str) -> bool:
+def if_none_match_matches(if_none_match: str | None, tag: str) -> bool:
     if not if_none_match:
         return False
     opaque = tag.removeprefix("W/")
@@ -102,7 +102,7 @@ async def signal(
     query = SignalQuery(venue, symbol, timeframe, include_forming, account_equity, risk_pct)
     outcome = await service.resolve(query)
     headers = {"etag": outcome.etag, "x-cache": "hit" if outcome.hit else "miss", "cache-control": "private, no-cache"}
-    if _matches(if_none_match, outcome.etag):
+    if if_none_match_matches(if_none_match, outcome.etag):
         return Response(status_code=304, headers=headers)
     feed = await feed_freshness(service.redis, venue, symbol)
     return Response(with_feed(outcome.document, feed), media_type="application/json", headers=headers)

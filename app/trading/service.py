@@ -35,8 +35,9 @@ log = get_logger(__name__)
 
 RETRY_AFTER_SECONDS = "1"
 R = TypeVar("R")
-# Modules every worker imports and warms up (each has a `warm_up()`): POST /v1/analyze and stored-data signals.
-WORKER_MODULES = ("app.trading.compute", "app.signals.compute")
+# Modules every worker imports and warms up (each has a `warm_up()`): POST /v1/analyze, stored-data signals and
+# stored-data analysis modules.
+WORKER_MODULES = ("app.trading.compute", "app.signals.compute", "app.signals.analysis_compute")
 
 
 def warm_up_workers(modules: tuple[str, ...] = WORKER_MODULES) -> None:

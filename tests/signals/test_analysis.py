@@ -10,13 +10,16 @@ from fastapi import FastAPI
 from httpx import AsyncClient
 from redis.asyncio import Redis
 
+from app.signals.analysis_params import _model, openapi_parameters
 from app.signals.analysis_schemas import AnalysisResponse
 from app.signals.analysis_service import AnalysisService
+from app.trading.schemas import PARAM_DATACLASSES
 from tests.signals.test_signals import close_bar, seed_walk
 from tests.trading.conftest import MINUTE_MS, START_MS
 from tests.trading.test_markets import seed_feed
 
 BASE = "/v1/analysis/binance/BTCUSDT"
+BASE_TEMPLATE = "/v1/analysis/{venue}/{symbol}"
 MODULES = ("cvd", "orderflow", "smc", "fibonacci", "indicators")
 
 # Non-default parameters per module, so equality with POST /v1/analyze also proves they were applied.
@@ -258,16 +261,86 @@ async def test_include_forming_analyses_the_forming_bar_and_is_never_cached(
     assert (first.headers["x-cache"], second.headers["x-cache"]) == ("miss", "miss")
 
 
-def test_openapi_documents_the_module_choice_its_parameters_problems_and_an_example_per_module(app: FastAPI) -> None:
-    operation = app.openapi()["paths"]["/v1/analysis/{venue}/{symbol}/{module}"]["get"]
+SHARED = {"venue", "symbol", "timeframe", "bars", "include_forming", "include_series", "if-none-match"}
+# A value another parameter must allow for a bound to be reachable (macd_fast < macd_slow).
+COMPANIONS = {("indicators", "macd_fast"): {"macd_slow": 100_000}, ("indicators", "macd_slow"): {"macd_fast": 2}}
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_openapi_has_one_operation_per_module_documenting_only_its_parameters(app: FastAPI, module: str) -> None:
+    paths = app.openapi()["paths"]
+    operation = paths[f"{BASE_TEMPLATE}/{module}"]["get"]
     parameters = {parameter["name"]: parameter for parameter in operation["parameters"]}
-    assert parameters["module"]["schema"]["enum"] == list(MODULES)
-    assert {"timeframe", "bars", "include_forming", "include_series", "swing_length", "retracements"} <= set(parameters)
-    assert "`cvd`, `smc`, `fibonacci`" in parameters["swing_length"]["description"]
+    assert set(parameters) == SHARED | set(_model(module).model_fields)
     assert {"401", "403", "404", "422", "503"} <= set(operation["responses"])
+    assert f"`{module}`" in operation["summary"]
     examples = operation["responses"]["200"]["content"]["application/json"]["examples"]
-    assert set(examples) == set(MODULES)
-    for module, example in examples.items():
-        document = AnalysisResponse.model_validate(example["value"])
-        assert document.module == module
-        assert getattr(document, module) is not None
+    assert set(examples) == {module}
+    document = AnalysisResponse.model_validate(examples[module]["value"])
+    assert (document.module, getattr(document, module) is not None) == (module, True)
+
+
+def test_openapi_has_no_operation_over_an_arbitrary_module(app: FastAPI) -> None:
+    documented = {path for path in app.openapi()["paths"] if path.startswith(BASE_TEMPLATE)}
+    assert documented == {f"{BASE_TEMPLATE}/{module}" for module in MODULES}
+
+
+def test_a_parameter_of_another_module_is_neither_documented_nor_accepted(app: FastAPI) -> None:
+    operation = app.openapi()["paths"][f"{BASE_TEMPLATE}/indicators"]["get"]
+    assert "anchor" not in {parameter["name"] for parameter in operation["parameters"]}
+    assert "anchor" in {name for name, _ in _documented("cvd")}
+
+
+def _documented(module: str) -> list[tuple[str, dict[str, Any]]]:
+    return [(parameter["name"], parameter["schema"]) for parameter in openapi_parameters(module)]
+
+
+def _numeric(schema: dict[str, Any]) -> dict[str, Any] | None:
+    """The schema holding a numeric parameter's bounds (its items' for a list), None if not numeric."""
+    target = schema.get("items", schema)
+    return target if target.get("type") in {"integer", "number"} else None
+
+
+def _accepts(module: str, name: str, value: float, schema: dict[str, Any]) -> bool:
+    value = int(value) if schema.get("type") == "integer" else value
+    arguments = {**COMPANIONS.get((module, name), {}), name: [value] if "items" in schema else value}
+    try:
+        PARAM_DATACLASSES[module](**arguments)
+    except ValueError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_every_documented_range_is_the_range_the_module_enforces(module: str) -> None:
+    numeric = [(name, schema) for name, schema in _documented(module) if _numeric(schema) is not None]
+    assert numeric
+    wrong = []
+    for name, schema in numeric:
+        bounds = _numeric(schema) or {}
+        step = 1 if bounds["type"] == "integer" else 1e-9
+        low, open_low, high = bounds.get("minimum"), bounds.get("exclusiveMinimum"), bounds.get("maximum")
+        # (value, accepted?) at and just beyond each documented bound
+        cases = []
+        if low is not None:
+            cases += [(low, True), (low - step, False)]
+        if open_low is not None:
+            cases += [(open_low, False), (open_low + step, True)]
+        if high is not None:
+            cases += [(high, True), (high + step, False)]
+        if low is None and open_low is None:
+            wrong.append(f"{name}: no lower bound documented")
+        wrong += [
+            f"{name}={value}: accepted {not accepted}"
+            for value, accepted in cases
+            if _accepts(module, name, value, schema) != accepted
+        ]
+    assert wrong == []
+
+
+async def test_documented_extremes_are_accepted_by_the_route(signals_client: AsyncClient, redis_client: Redis) -> None:
+    await seed_walk(redis_client)
+    response = await signals_client.get(
+        f"{BASE}/indicators", params={"macd_fast": 99_999, "macd_slow": 100_000, "bollinger_stddev": 10}
+    )
+    assert response.status_code == 200, response.text

@@ -27,6 +27,7 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import NDArray
 
+from app.analytics.bounds import bounded, check_bounds
 from app.analytics.events import EventTable, build_events
 from app.analytics.indicators import ANCHORS, Anchor, anchor_group_starts, cumsum_by_group
 from app.analytics.swings import Swings, detect_swings
@@ -42,15 +43,14 @@ DIVERGENCE_KINDS = ("cvd_divergence",)
 class CvdParams:
     anchor: Anchor = "none"
     estimate_method: EstimateMethod = "polarity"
-    swing_length: int = 5
+    swing_length: int = bounded(5, ge=1, le=500)
 
     def __post_init__(self) -> None:
         if self.anchor not in ANCHORS:
             raise ValueError(f"anchor must be one of {', '.join(ANCHORS)}")
         if self.estimate_method not in ESTIMATE_METHODS:
             raise ValueError(f"estimate_method must be one of {', '.join(ESTIMATE_METHODS)}")
-        if not 1 <= self.swing_length <= 500:
-            raise ValueError("swing_length must be an integer in [1, 500]")
+        check_bounds(self)
 
 
 def polarity_delta(open_: FloatArray, close: FloatArray, volume: FloatArray) -> FloatArray:

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from app.analytics.bounds import bounded, bounded_items, check_bounds
 from app.analytics.swings import Swings, detect_swings
 from app.analytics.types import Candles, FloatArray, IntArray
 
@@ -23,27 +24,27 @@ DEFAULT_RETRACEMENTS = (0.236, 0.382, 0.5, 0.618, 0.786)
 DEFAULT_EXTENSIONS = (1.272, 1.414, 1.618, 2.0, 2.618)
 
 
-def _check_ratios(name: str, ratios: tuple[float, ...], low: float, high: float) -> None:
-    if not ratios:
-        raise ValueError(f"{name} must not be empty")
-    values = np.asarray(ratios, dtype=np.float64)
-    if not (np.all(np.isfinite(values)) and np.all(values > low) and np.all(values <= high)):
-        raise ValueError(f"{name} must be numbers in ({low}, {high}]")
-    if np.any(np.diff(values) <= 0):
+# Each ratio is one output level per anchor set; 20 is four times the defaults' count.
+MAX_RATIOS = 20
+
+
+def _check_increasing(name: str, ratios: tuple[float, ...]) -> None:
+    if np.any(np.diff(np.asarray(ratios, dtype=np.float64)) <= 0):
         raise ValueError(f"{name} must be strictly increasing")
 
 
 @dataclass(frozen=True, slots=True)
 class FibonacciParams:
-    swing_length: int = 5
-    retracements: tuple[float, ...] = DEFAULT_RETRACEMENTS
-    extensions: tuple[float, ...] = DEFAULT_EXTENSIONS
+    swing_length: int = bounded(5, ge=1, le=500)
+    retracements: tuple[float, ...] = bounded_items(
+        DEFAULT_RETRACEMENTS, min_length=1, max_length=MAX_RATIOS, gt=0, le=1
+    )
+    extensions: tuple[float, ...] = bounded_items(DEFAULT_EXTENSIONS, min_length=1, max_length=MAX_RATIOS, gt=0, le=100)
 
     def __post_init__(self) -> None:
-        if not 1 <= self.swing_length <= 500:
-            raise ValueError("swing_length must be an integer in [1, 500]")
-        _check_ratios("retracements", tuple(self.retracements), 0.0, 1.0)
-        _check_ratios("extensions", tuple(self.extensions), 0.0, 100.0)
+        check_bounds(self)
+        _check_increasing("retracements", tuple(self.retracements))
+        _check_increasing("extensions", tuple(self.extensions))
 
 
 def retracement_levels(low: float, high: float, ratios: FloatArray, direction: str) -> FloatArray:

@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from app.analytics.bounds import bounded, check_bounds
 from app.analytics.types import Candles, FloatArray, IntArray, json_floats, utc_day_start, utc_week_start
 
 Anchor = Literal["none", "day", "week"]
@@ -206,24 +207,21 @@ def _require(condition: bool, message: str) -> None:
 
 @dataclass(frozen=True, slots=True)
 class IndicatorParams:
-    sma_period: int = 20
-    ema_period: int = 20
-    rsi_period: int = 14
-    atr_period: int = 14
-    macd_fast: int = 12
-    macd_slow: int = 26
-    macd_signal: int = 9
-    bollinger_period: int = 20
-    bollinger_stddev: float = 2.0
+    sma_period: int = bounded(20, ge=2, le=100_000)
+    ema_period: int = bounded(20, ge=2, le=100_000)
+    rsi_period: int = bounded(14, ge=2, le=100_000)
+    atr_period: int = bounded(14, ge=2, le=100_000)
+    # Both in [2, 100000] with macd_fast < macd_slow: the ranges state the values that rule leaves reachable.
+    macd_fast: int = bounded(12, ge=2, le=99_999)
+    macd_slow: int = bounded(26, ge=3, le=100_000)
+    macd_signal: int = bounded(9, ge=1, le=100_000)
+    bollinger_period: int = bounded(20, ge=2, le=100_000)
+    bollinger_stddev: float = bounded(2.0, gt=0, le=10)
     vwap_anchor: Anchor = "day"
 
     def __post_init__(self) -> None:
-        for name in ("sma_period", "ema_period", "rsi_period", "atr_period", "macd_fast", "macd_slow"):
-            _require(2 <= getattr(self, name) <= 100_000, f"{name} must be an integer in [2, 100000]")
-        _require(1 <= self.macd_signal <= 100_000, "macd_signal must be an integer in [1, 100000]")
-        _require(2 <= self.bollinger_period <= 100_000, "bollinger_period must be an integer in [2, 100000]")
+        check_bounds(self)
         _require(self.macd_fast < self.macd_slow, "macd_fast must be smaller than macd_slow")
-        _require(0 < self.bollinger_stddev <= 10, "bollinger_stddev must be in (0, 10]")
         _require(self.vwap_anchor in ANCHORS, f"vwap_anchor must be one of {', '.join(ANCHORS)}")
 
 

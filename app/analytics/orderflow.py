@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from app.analytics.bounds import bounded, check_bounds
 from app.analytics.cvd import BarDelta, assign_trades, bar_delta
 from app.analytics.events import EventTable, build_events
 from app.analytics.footprint import Footprint, footprint_from_trades, nice_tick
@@ -38,52 +39,30 @@ from app.analytics.types import Candles, FloatArray, IntArray, Liquidations, Tra
 ABSORPTION_KINDS = ("absorption",)
 
 
-def _positive_or_none(value: float | None, name: str) -> None:
-    if value is not None and not (np.isfinite(value) and value > 0):
-        raise ValueError(f"{name} must be a positive number")
-
-
 @dataclass(frozen=True, slots=True)
 class OrderflowParams:
-    tick: float | None = None  # footprint level size; None: a 1-2-5 step near one basis point of the median close
-    imbalance_ratio: float = 3.0
-    imbalance_min_volume: float = 0.0
-    stacked_min_levels: int = 3
-    profile_tick: float | None = None  # None: the profile's price range divided into ``profile_rows`` levels
-    profile_rows: int = 100
-    value_area_pct: float = 0.70
+    # Price steps and volumes have no natural ceiling; these upper bounds are far above any market's (a 10^6
+    # price step is one basis point of a 10^10 price) and only keep the values finite and documented.
+    tick: float | None = bounded(None, gt=0, le=1_000_000)  # footprint level; None: ~1 bp of the median close
+    imbalance_ratio: float = bounded(3.0, gt=1, le=1000)
+    imbalance_min_volume: float = bounded(0.0, ge=0, le=10**12)
+    stacked_min_levels: int = bounded(3, ge=2, le=1000)
+    profile_tick: float | None = bounded(None, gt=0, le=1_000_000)  # None: the range divided into profile_rows
+    profile_rows: int = bounded(100, ge=1, le=100_000)
+    value_area_pct: float = bounded(0.70, gt=0, le=1)
     value_area_method: ValueAreaMethod = "two_row"
     volume_distribution: VolumeDistribution = "uniform"
-    absorption_lookback: int = 20
-    absorption_delta_multiple: float = 2.0
-    absorption_range_atr: float = 0.75
-    atr_period: int = 14
+    absorption_lookback: int = bounded(20, ge=2, le=10_000)
+    absorption_delta_multiple: float = bounded(2.0, gt=0, le=1000)
+    absorption_range_atr: float = bounded(0.75, gt=0, le=100)
+    atr_period: int = bounded(14, ge=2, le=10_000)
 
     def __post_init__(self) -> None:
-        _positive_or_none(self.tick, "tick")
-        _positive_or_none(self.profile_tick, "profile_tick")
-        if not 1 < self.imbalance_ratio <= 1000:
-            raise ValueError("imbalance_ratio must be in (1, 1000]")
-        if not 0 <= self.imbalance_min_volume < float("inf"):
-            raise ValueError("imbalance_min_volume must be a non-negative number")
-        if not 2 <= self.stacked_min_levels <= 1000:
-            raise ValueError("stacked_min_levels must be an integer in [2, 1000]")
-        if not 1 <= self.profile_rows <= 100_000:
-            raise ValueError("profile_rows must be an integer in [1, 100000]")
-        if not 0 < self.value_area_pct <= 1:
-            raise ValueError("value_area_pct must be in (0, 1]")
         if self.value_area_method not in VALUE_AREA_METHODS:
             raise ValueError(f"value_area_method must be one of {', '.join(VALUE_AREA_METHODS)}")
         if self.volume_distribution not in VOLUME_DISTRIBUTIONS:
             raise ValueError(f"volume_distribution must be one of {', '.join(VOLUME_DISTRIBUTIONS)}")
-        if not 2 <= self.absorption_lookback <= 10_000:
-            raise ValueError("absorption_lookback must be an integer in [2, 10000]")
-        if not 0 < self.absorption_delta_multiple <= 1000:
-            raise ValueError("absorption_delta_multiple must be in (0, 1000]")
-        if not 0 < self.absorption_range_atr <= 100:
-            raise ValueError("absorption_range_atr must be in (0, 100]")
-        if not 2 <= self.atr_period <= 10_000:
-            raise ValueError("atr_period must be an integer in [2, 10000]")
+        check_bounds(self)
 
 
 def absorption(

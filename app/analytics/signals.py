@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from app.analytics.bounds import bounded, check_bounds
 from app.analytics.cvd import CvdResult
 from app.analytics.events import EventTable
 from app.analytics.fibonacci import FibonacciResult
@@ -49,49 +50,36 @@ COMPONENTS = ("smc", "indicators", "cvd", "orderflow", "fibonacci")
 
 @dataclass(frozen=True, slots=True)
 class SignalWeights:
-    smc: float = 0.30
-    indicators: float = 0.25
-    cvd: float = 0.20
-    orderflow: float = 0.15
-    fibonacci: float = 0.10
+    # Weights are relative (the score is their weighted mean); 1000 leaves room for any scale, percent included.
+    smc: float = bounded(0.30, ge=0, le=1000)
+    indicators: float = bounded(0.25, ge=0, le=1000)
+    cvd: float = bounded(0.20, ge=0, le=1000)
+    orderflow: float = bounded(0.15, ge=0, le=1000)
+    fibonacci: float = bounded(0.10, ge=0, le=1000)
 
     def __post_init__(self) -> None:
-        values = [getattr(self, name) for name in COMPONENTS]
-        if not all(math.isfinite(value) and value >= 0 for value in values):
-            raise ValueError("signal weights must be finite and non-negative")
-        if sum(values) <= 0:
+        check_bounds(self)
+        if sum(getattr(self, name) for name in COMPONENTS) <= 0:
             raise ValueError("at least one signal weight must be positive")
 
 
 @dataclass(frozen=True, slots=True)
 class SignalParams:
     weights: SignalWeights = field(default_factory=SignalWeights)
-    bias_threshold: float = 0.15
-    lookback_bars: int = 20
-    stop_atr_buffer: float = 0.5
-    fallback_stop_atr: float = 2.0
-    max_targets: int = 3
-    min_target_atr: float = 0.5
-    account_equity: float | None = None
-    risk_pct: float | None = None
+    bias_threshold: float = bounded(0.15, gt=0, lt=1)
+    lookback_bars: int = bounded(20, ge=1, le=10_000)
+    stop_atr_buffer: float = bounded(0.5, ge=0, le=100)
+    fallback_stop_atr: float = bounded(2.0, gt=0, le=100)
+    max_targets: int = bounded(3, ge=1, le=20)
+    min_target_atr: float = bounded(0.5, ge=0, le=100)
+    # 10^15 is beyond any account in any quote currency; the bound only keeps the position size finite.
+    account_equity: float | None = bounded(None, gt=0, le=10**15)
+    risk_pct: float | None = bounded(None, gt=0, le=100)
 
     def __post_init__(self) -> None:
-        if not 0 < self.bias_threshold < 1:
-            raise ValueError("bias_threshold must be in (0, 1)")
-        if not 1 <= self.lookback_bars <= 10_000:
-            raise ValueError("lookback_bars must be an integer in [1, 10000]")
-        if not 0 <= self.stop_atr_buffer <= 100 or not 0 < self.fallback_stop_atr <= 100:
-            raise ValueError("stop_atr_buffer must be in [0, 100] and fallback_stop_atr in (0, 100]")
-        if not 1 <= self.max_targets <= 20:
-            raise ValueError("max_targets must be an integer in [1, 20]")
-        if not 0 <= self.min_target_atr <= 100:
-            raise ValueError("min_target_atr must be in [0, 100]")
+        check_bounds(self)
         if (self.account_equity is None) != (self.risk_pct is None):
             raise ValueError("account_equity and risk_pct must be given together")
-        if self.account_equity is not None and not (math.isfinite(self.account_equity) and self.account_equity > 0):
-            raise ValueError("account_equity must be a positive number")
-        if self.risk_pct is not None and not 0 < self.risk_pct <= 100:
-            raise ValueError("risk_pct must be in (0, 100]")
 
 
 @dataclass(frozen=True, slots=True)

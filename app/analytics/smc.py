@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from app.analytics.bounds import bounded, check_bounds
 from app.analytics.events import EventTable, build_events
 from app.analytics.indicators import atr as wilder_atr
 from app.analytics.liquidity import equal_levels, previous_period_levels
@@ -46,20 +47,13 @@ ORDER_BLOCK_KINDS = ("order_block",)
 
 @dataclass(frozen=True, slots=True)
 class SmcParams:
-    swing_length: int = 5
-    fvg_min_size_atr: float = 0.0
-    liquidity_atr_multiple: float = 0.1
-    atr_period: int = 14
+    swing_length: int = bounded(5, ge=1, le=500)
+    fvg_min_size_atr: float = bounded(0.0, ge=0, le=100)
+    liquidity_atr_multiple: float = bounded(0.1, gt=0, le=10)
+    atr_period: int = bounded(14, ge=2, le=10_000)
 
     def __post_init__(self) -> None:
-        if not 1 <= self.swing_length <= 500:
-            raise ValueError("swing_length must be an integer in [1, 500]")
-        if not 0 <= self.fvg_min_size_atr <= 100:
-            raise ValueError("fvg_min_size_atr must be in [0, 100]")
-        if not 0 < self.liquidity_atr_multiple <= 10:
-            raise ValueError("liquidity_atr_multiple must be in (0, 10]")
-        if not 2 <= self.atr_period <= 10_000:
-            raise ValueError("atr_period must be an integer in [2, 10000]")
+        check_bounds(self)
 
 
 def _zone_lifecycle(

@@ -6,19 +6,21 @@ still the contract: they document the body in OpenAPI, validate the small top-le
 flags), and, when the fast path finds a structural problem (a missing key, a string where a number belongs),
 validate the offending array item by item to produce pydantic's usual per-field errors.
 
-Module parameters are the analytics dataclasses themselves, mirrored here field by field (types and defaults
-read from the dataclasses) so the API and the engine cannot drift apart.
+Module parameters are the analytics dataclasses themselves, mirrored here field by field (types, defaults and
+declared ranges read from the dataclasses) so the API and the engine cannot drift apart.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import typing
+from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from app.analytics import CvdParams, FibonacciParams, IndicatorParams, OrderflowParams, SignalParams, SmcParams
+from app.analytics.bounds import Bounds, ItemBounds, field_bounds
 
 ModuleName = Literal["cvd", "orderflow", "smc", "fibonacci", "indicators"]
 # Largest accepted open time: 9999-12-31T23:59:59.999Z in epoch milliseconds.
@@ -78,13 +80,41 @@ def _field_type(hint: Any) -> Any:
     return hint
 
 
+# pydantic's constraint names → the JSON Schema keywords pydantic would emit for them.
+_KEYWORDS = {"ge": "minimum", "gt": "exclusiveMinimum", "le": "maximum", "lt": "exclusiveMaximum"}
+
+
+def _range_keywords(bounds: Bounds) -> dict[str, Any]:
+    return {_KEYWORDS[name]: value for name, value in bounds.limits().items()}
+
+
+def _documented_range(bounds: Bounds | ItemBounds) -> Callable[[dict[str, Any]], None]:
+    """Adds a field's declared range to its JSON schema (the number or array branch when it may be null).
+
+    Only documented, not enforced by pydantic: the dataclass enforces it, so an out-of-range value keeps
+    reading `value_error` "<field> must be in …" on every route, as the dataclass words it.
+    """
+
+    def extend(schema: dict[str, Any]) -> None:
+        options = schema.get("anyOf", [])
+        target = next((option for option in options if option.get("type") != "null"), schema)
+        if isinstance(bounds, ItemBounds):
+            target.update(minItems=bounds.min_length, maxItems=bounds.max_length)
+            target["items"].update(_range_keywords(bounds.items))
+        else:
+            target.update(_range_keywords(bounds))
+
+    return extend
+
+
 _MIRRORS: dict[type[Any], type[BaseModel]] = {}
 
 
 def params_model(dataclass: type[Any]) -> type[BaseModel]:
     """A pydantic mirror of a parameter dataclass: same fields, types and defaults; unknown keys rejected.
 
-    Values are only type-checked here; the dataclass's own `__post_init__` still enforces its ranges.
+    Values are type-checked here; ranges declared on the dataclass (`app.analytics.bounds`) appear in the JSON
+    schema and are enforced by the dataclass's own `__post_init__`.
     """
     if dataclass in _MIRRORS:
         return _MIRRORS[dataclass]
@@ -97,7 +127,9 @@ def params_model(dataclass: type[Any]) -> type[BaseModel]:
             default = dataclasses.asdict(item.default_factory())
         else:  # pragma: no cover - every parameter dataclass has defaults
             default = ...
-        fields[item.name] = (_field_type(hints[item.name]), Field(default=default))
+        bounds = field_bounds(item)
+        extra = None if bounds is None else _documented_range(bounds)
+        fields[item.name] = (_field_type(hints[item.name]), Field(default=default, json_schema_extra=extra))
     model: type[BaseModel] = create_model(
         f"{dataclass.__name__}In",
         __config__=ConfigDict(extra="forbid"),

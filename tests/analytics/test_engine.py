@@ -144,7 +144,7 @@ def test_signal_params_are_validated(kwargs: dict[str, object], message: str) ->
 
 
 @pytest.mark.parametrize(
-    ("kwargs", "message"), [({"smc": -0.1}, "non-negative"), (dict.fromkeys(MODULES, 0.0), "positive")]
+    ("kwargs", "message"), [({"smc": -0.1}, r"smc must be in \[0, 1000\]"), (dict.fromkeys(MODULES, 0.0), "positive")]
 )
 def test_signal_weights_are_validated(kwargs: dict[str, float], message: str) -> None:
     with pytest.raises(ValueError, match=message):

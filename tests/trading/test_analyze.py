@@ -9,6 +9,7 @@ import pytest
 from httpx import AsyncClient, Response
 
 from app.analytics import AnalysisParams, Candles, CvdParams, OrderflowParams, SmcParams, Trades, analyze
+from app.analytics.signals import COMPONENTS
 from app.config import Settings
 from tests.trading.conftest import MINUTE_MS, START_MS, candle_rows, signals_client_with, trade_rows
 
@@ -191,7 +192,9 @@ SHAPE_CASES = {
     "parameter out of range": ({"candles": candle_rows(3), "params": {"cvd": {"swing_length": 0}}},
                                "#/params/cvd/swing_length", "value_error"),
     "nested parameter": ({"candles": candle_rows(3), "params": {"signal": {"weights": {"smc": -1}}}},
-                         "#/params/signal/weights", "value_error"),
+                         "#/params/signal/weights/smc", "value_error"),
+    "nested rule": ({"candles": candle_rows(3), "params": {"signal": {"weights": dict.fromkeys(COMPONENTS, 0)}}},
+                    "#/params/signal/weights", "value_error"),
     "body not an object": ([1], "#", "model_attributes_type"),
 }  # fmt: skip
 

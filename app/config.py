@@ -216,6 +216,11 @@ class Settings(BaseSettings):
     # already changes with every newly closed bar; the TTL only bounds Redis memory).
     signal_bars: Annotated[int, Field(ge=50, le=5000)] = 1000
     signal_cache_ttl_seconds: Annotated[float, Field(ge=1, le=86_400)] = 600.0
+    # Per process, a cached signal needs no Redis round trip: the newest closed bar per feed and timeframe (pushed
+    # by the bar-close channel; re-read after this TTL, the staleness bound if the subscription drops), feed
+    # status, the live-feed list, and up to `signal_memo_entries` documents (least recently used dropped).
+    signal_memo_ttl_seconds: Annotated[float, Field(ge=0, le=60)] = 1.0
+    signal_memo_entries: Annotated[int, Field(ge=1, le=100_000)] = 1024
     # Single flight across instances: the first request for a missing signal takes a Redis lock for at most this
     # long and computes; the others poll the cache every `signal_singleflight_poll_seconds` (a cold signal takes
     # tens of ms). A waiter whose lock holder died computes itself once the lock expires.
@@ -224,6 +229,19 @@ class Settings(BaseSettings):
     # POST /v1/signals/batch: items per request, and how many of one batch are resolved at once.
     signal_batch_max_items: Annotated[int, Field(ge=1, le=500)] = 50
     signal_batch_concurrency: Annotated[int, Field(ge=1, le=64)] = 8
+    # GET /v1/signals/{venue}/{symbol}/stream (Server-Sent Events): open streams per process (more → 503 with
+    # Retry-After); the idle time after which a `: keep-alive` comment is sent (proxies and load balancers drop
+    # silent connections); the reconnection delay sent to clients (`retry:`); the longest a stream stays open (the
+    # client then reconnects with Last-Event-ID, so its key is verified again and load rebalances across instances).
+    signal_stream_max_per_process: Annotated[int, Field(ge=1, le=100_000)] = 1000
+    signal_stream_heartbeat_seconds: Annotated[float, Field(gt=0, le=300)] = 15.0
+    signal_stream_retry_ms: Annotated[int, Field(ge=0, le=600_000)] = 3000
+    signal_stream_max_seconds: Annotated[float, Field(gt=0, le=86_400)] = 3600.0
+    # The one pub/sub connection per process behind the streams: subscription changes and a drain are noticed
+    # within the poll interval; a lost connection is retried with full-jitter exponential backoff (base, cap).
+    signal_stream_poll_seconds: Annotated[float, Field(gt=0, le=5)] = 0.25
+    signal_stream_reconnect_base_seconds: Annotated[float, Field(gt=0, le=60)] = 0.5
+    signal_stream_reconnect_cap_seconds: Annotated[float, Field(gt=0, le=300)] = 30.0
 
     # Responses larger than this are gzip-compressed for clients that accept it (level 1-9; 0 turns gzip off).
     gzip_min_bytes: Annotated[int, Field(ge=0)] = 1400

@@ -23,11 +23,13 @@ from app.core.redis import create_redis
 from app.core.responses import OrjsonResponse
 from app.core.schemas import Problem
 from app.health.router import router as health_router
+from app.keys.router import me_router
 from app.keys.router import router as keys_router
 from app.keys.runtime import start_key_services
 from app.market.runtime import start_ingestion
 from app.signals.analysis import router as analysis_router
 from app.signals.router import router as signals_router
+from app.signals.stream import router as signal_stream_router
 from app.system.docs import install_docs
 from app.system.router import router as system_router
 from app.tenants.router import router as tenants_router
@@ -82,15 +84,20 @@ def create_app(settings: Settings | None = None, *, handle_sigterm: bool = False
     app.state.settings = settings
     app.state.lifecycle = lifecycle
     install_error_handlers(app)
-    install_docs(app)
+    # FastAPI tries included routers in order, route by route: the most requested paths go first (probes, the
+    # key check, signals, market data), administration last. Measured: a cached signal spent a third of its
+    # in-process time in route matching when its router came seventh.
     app.include_router(health_router)
-    app.include_router(system_router)
+    app.include_router(me_router)
+    app.include_router(signals_router)
+    app.include_router(signal_stream_router)
+    app.include_router(analysis_router)
+    app.include_router(markets_router)
+    app.include_router(trading_router)
     app.include_router(keys_router)
     app.include_router(tenants_router)
-    app.include_router(trading_router)
-    app.include_router(markets_router)
-    app.include_router(signals_router)
-    app.include_router(analysis_router)
+    app.include_router(system_router)
+    install_docs(app)
     _index_route_methods(app)
     # Compiled after every router is included: a /v1 route without a scope declaration fails start-up here.
     policy = compile_policy(app.routes, documented_paths=app.openapi()["paths"])

@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 
 import fakeredis
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 
 from app.config import Settings
 
@@ -33,10 +33,14 @@ def create_redis(settings: Settings) -> Redis:
     if settings.is_memory_redis:
         client: Redis = fakeredis.FakeAsyncRedis(server=memory_server(settings.redis_url))
         return client
-    return Redis.from_url(
+    # A blocking pool: when all `redis_max_connections` are busy, a command waits up to the socket timeout for
+    # one instead of failing at once ("Too many connections"), so a burst of requests queues rather than 503s.
+    pool = BlockingConnectionPool.from_url(
         settings.redis_url,
         max_connections=settings.redis_max_connections,
+        timeout=settings.redis_socket_timeout_seconds,
         socket_timeout=settings.redis_socket_timeout_seconds,
         socket_connect_timeout=settings.redis_socket_timeout_seconds,
         health_check_interval=30,
     )
+    return Redis.from_pool(pool)  # the client owns the pool: aclose() closes it

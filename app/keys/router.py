@@ -20,6 +20,9 @@ from app.keys.service import Actor, KeyService
 from app.models import ApiKey
 
 router = APIRouter(prefix="/v1", tags=["keys"])
+# /v1/me on its own router so the app can try it early: FastAPI matches included routers in order, route by
+# route, and this is the route every client and load balancer calls to check a key.
+me_router = APIRouter(prefix="/v1", tags=["keys"])
 
 AUTH_ERRORS = problem_responses(401, 403, 503)
 KeyIdPath = Annotated[uuid.UUID, Path(description="The key's id")]
@@ -45,7 +48,7 @@ def _created(service: KeyService, key: ApiKey, secret: str) -> ApiKeyCreated:
     return ApiKeyCreated(**read.model_dump(), secret=secret)
 
 
-@router.get(
+@me_router.get(
     "/me",
     response_model=Me,
     summary="The calling key: tenant, role, scopes, expiry",

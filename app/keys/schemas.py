@@ -15,7 +15,9 @@ from app.keys.repository import KeyStatus
 class ExpiryRequest(BaseModel):
     """Ask for an earlier expiry than the maximum lifetime: seconds from now, or a timestamp (not both)."""
 
-    expires_in_seconds: Annotated[int, Field(gt=0)] | None = Field(
+    # The hard upper bounds only keep absurd numbers (which would overflow date arithmetic) out; the configured
+    # limits (lifetime, grace) are checked by the service with their own 422.
+    expires_in_seconds: Annotated[int, Field(gt=0, le=3650 * 86_400)] | None = Field(
         default=None, description="Seconds from now; at most DELTAFLOW_KEY_MAX_LIFETIME_DAYS (90 days)."
     )
     expires_at: datetime | None = Field(default=None, description="An aware timestamp within the maximum lifetime.")
@@ -34,7 +36,7 @@ class ApiKeyCreate(ExpiryRequest):
 class ApiKeyRotate(ExpiryRequest):
     model_config = ConfigDict(extra="forbid")
 
-    grace_seconds: Annotated[int, Field(ge=0)] | None = Field(
+    grace_seconds: Annotated[int, Field(ge=0, le=3650 * 86_400)] | None = Field(
         default=None,
         description="How long the old key keeps working (default 24 h, 0 = stop now, at most 7 days, "
         "never past its own expiry).",

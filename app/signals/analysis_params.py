@@ -29,51 +29,7 @@ from app.trading.schemas import PARAM_DATACLASSES, params_model
 
 # Declared on the route itself; every other query parameter must belong to the module.
 ROUTE_PARAMETERS = ("timeframe", "bars", "include_forming", "include_series")
-
-
-# The ranges each parameter dataclass's `__post_init__` enforces, stated in the document so that a value the
-# schema allows is a value the route accepts (tests/signals/test_analysis.py checks every bound against the
-# dataclass itself, so the two cannot drift apart silently).
-_LENGTH = {"minimum": 1, "maximum": 500}
-_ATR = {"minimum": 2, "maximum": 10_000}
-_PERIOD = {"minimum": 2, "maximum": 100_000}
-_POSITIVE = {"exclusiveMinimum": 0}
-BOUNDS: dict[str, dict[str, dict[str, Any]]] = {
-    "cvd": {"swing_length": _LENGTH},
-    "orderflow": {
-        "tick": _POSITIVE,
-        "imbalance_ratio": {"exclusiveMinimum": 1, "maximum": 1000},
-        "imbalance_min_volume": {"minimum": 0},
-        "stacked_min_levels": {"minimum": 2, "maximum": 1000},
-        "profile_tick": _POSITIVE,
-        "profile_rows": {"minimum": 1, "maximum": 100_000},
-        "value_area_pct": {"exclusiveMinimum": 0, "maximum": 1},
-        "absorption_lookback": {"minimum": 2, "maximum": 10_000},
-        "absorption_delta_multiple": {"exclusiveMinimum": 0, "maximum": 1000},
-        "absorption_range_atr": {"exclusiveMinimum": 0, "maximum": 100},
-        "atr_period": _ATR,
-    },
-    "smc": {
-        "swing_length": _LENGTH,
-        "fvg_min_size_atr": {"minimum": 0, "maximum": 100},
-        "liquidity_atr_multiple": {"exclusiveMinimum": 0, "maximum": 10},
-        "atr_period": _ATR,
-    },
-    "fibonacci": {
-        "swing_length": _LENGTH,
-        # Strictly increasing has no JSON Schema form; unique is the part of it that has one.
-        "retracements": {"minItems": 1, "uniqueItems": True, "items": {"exclusiveMinimum": 0, "maximum": 1}},
-        "extensions": {"minItems": 1, "uniqueItems": True, "items": {"exclusiveMinimum": 0, "maximum": 100}},
-    },
-    "indicators": {
-        **dict.fromkeys(("sma_period", "ema_period", "rsi_period", "atr_period", "bollinger_period"), _PERIOD),
-        # Each bound reachable given the other: macd_fast < macd_slow, both in [2, 100000].
-        "macd_fast": {"minimum": 2, "maximum": 99_999},
-        "macd_slow": {"minimum": 3, "maximum": 100_000},
-        "macd_signal": {"minimum": 1, "maximum": 100_000},
-        "bollinger_stddev": {"exclusiveMinimum": 0, "maximum": 10},
-    },
-}
+# Ranges come from the analytics dataclasses (app/analytics/bounds.py) through `params_model`.
 # Rules across values, which a parameter's schema cannot state: said in words, enforced with a 422.
 RULES = {
     ("fibonacci", "retracements"): " Strictly increasing.",
@@ -165,7 +121,6 @@ def openapi_parameters(module: str) -> list[dict[str, Any]]:
     parameters = []
     for name, field_schema in _properties(module).items():
         schema = _query_schema(field_schema)
-        _bound(schema, BOUNDS[module].get(name, {}))
         default = field_schema.get("default")
         if default is None:
             description = "Automatic when omitted."
@@ -179,14 +134,6 @@ def openapi_parameters(module: str) -> list[dict[str, Any]]:
             "name": name, "in": "query", "required": False, "schema": schema, "description": description,
         })  # fmt: skip
     return parameters
-
-
-def _bound(schema: dict[str, Any], bounds: dict[str, Any]) -> None:
-    for key, value in bounds.items():
-        if key == "items":
-            schema["items"] = {**schema["items"], **value}
-        else:
-            schema[key] = value
 
 
 def _shown(value: Any) -> str:

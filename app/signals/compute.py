@@ -56,10 +56,22 @@ def candles_from_rows(rows: list[dict[str, Any]], interval_ms: int) -> Candles:
     )
 
 
+class BarNotStored(LookupError):
+    """The bar a computation is keyed by is not among the stored bars read for it.
+
+    A process learns of a closed bar from the bar-close channel, and may ask for it before it can read it (a
+    replica behind its primary, a test that announces first). A document computed on older bars must not be cached
+    under the newer bar's key, where it would stay for the bar's whole life: the caller re-reads the newest bar."""
+
+
 def select_rows(rows: list[dict[str, Any]], spec: SignalInput) -> tuple[list[dict[str, Any]], bool]:
-    """The closed bars up to ``last_closed_open`` (at most ``bars``), plus the forming bar when asked."""
+    """The closed bars up to ``last_closed_open`` (at most ``bars``), plus the forming bar when asked.
+
+    Raises :class:`BarNotStored` when the bar ``last_closed_open`` names is not among ``rows``."""
     last = spec.last_closed_open
     used = [r for r in rows if r["closed"] and last is not None and r["t"] <= last][-spec.bars :]
+    if last is not None and (not used or used[-1]["t"] != last):
+        raise BarNotStored(f"bar {last} of {spec.venue}:{spec.symbol} {spec.timeframe} is not stored")
     if spec.include_forming:
         newer = [r for r in rows if not r["closed"] and (last is None or r["t"] > last)]
         if newer:

@@ -12,15 +12,16 @@ from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
-from pydantic import TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from app.auth.policy import require
 from app.auth.scopes import Scope
 from app.core.deps import SettingsDep
 from app.core.errors import PROBLEM_TYPES, VALIDATION_PROBLEM, AppError, problem_body, request_id_of, validation_errors
 from app.core.schemas import problem_responses
+from app.market.aggregation import TIMEFRAMES
 from app.signals.schemas import (
     BATCH_EXAMPLE,
     SIGNAL_EXAMPLE,
@@ -29,19 +30,22 @@ from app.signals.schemas import (
     BatchResponse,
     SignalResponse,
 )
-from app.signals.service import SignalOutcome, SignalQuery, SignalService, feed_freshness, with_feed
+from app.signals.service import SignalOutcome, SignalQuery, SignalService, with_feed
 from app.trading.markets import SymbolPath, VenuePath
+from app.trading.service import shared_runner
 
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    # Runs after the app's lifespan (Redis) and the trading router's (the analysis worker pool).
-    service = SignalService(app.state.redis, app.state.settings, app.state.analysis_runner)
-    app.state.signal_service = service
-    try:
-        yield
-    finally:
-        await service.aclose()
+    # Runs after the app's lifespan (Redis); the worker pool is shared with POST /v1/analyze.
+    async with shared_runner(app.state, app.state.settings) as runner:
+        service = SignalService(app.state.redis, app.state.settings, runner)
+        service.memo.start()
+        app.state.signal_service = service
+        try:
+            yield
+        finally:
+            await service.aclose()
 
 
 router = APIRouter(prefix="/v1", tags=["signals"], lifespan=lifespan)
@@ -73,6 +77,55 @@ def if_none_match_matches(if_none_match: str | None, tag: str) -> bool:
     return any(c == "*" or c.removeprefix("W/") == opaque for c in candidates)
 
 
+class SignalParams(BaseModel):
+    """The query of `GET /v1/signals/{venue}/{symbol}`, validated in one step.
+
+    The hottest read of the API: letting FastAPI solve four query parameters, a header and a service dependency
+    one by one cost about as much as the rest of a cached request, so the route reads them from the request
+    itself (errors are the same 422 problems, each naming its parameter) and documents them from this model."""
+
+    model_config = ConfigDict(extra="ignore")  # like FastAPI, parameters the route does not take are ignored
+
+    timeframe: str = Field(
+        default="1m", description="1m, 5m, 15m, 1h, 4h or 1d", json_schema_extra={"enum": list(TIMEFRAMES)}
+    )
+    include_forming: bool = Field(default=False, description="Also evaluate the forming bar (flagged)")
+    account_equity: float | None = Field(default=None, gt=0, allow_inf_nan=False, description="For sizing")
+    risk_pct: float | None = Field(default=None, gt=0, le=100, description="Percent of equity risked")
+
+    @classmethod
+    def of(cls, request: Request) -> SignalParams:
+        try:
+            return cls.model_validate(request.query_params)
+        except ValidationError as error:
+            raise RequestValidationError(
+                [{**e, "loc": ("query", *e["loc"])} for e in error.errors(include_url=False)]
+            ) from None
+
+
+def query_parameters(model: type[BaseModel]) -> list[dict[str, Any]]:
+    """OpenAPI query parameters from a model's JSON schema (a null alternative dropped: omit the parameter)."""
+    schema = model.model_json_schema()
+    parameters = []
+    for name, declared in schema["properties"].items():
+        field = {k: v for k, v in declared.items() if k != "title"}
+        options = field.pop("anyOf", None)
+        if options is not None:
+            field.update(next(option for option in options if option.get("type") != "null"))
+        description = field.pop("description", "")
+        parameters.append({"name": name, "in": "query", "required": False, "description": description, "schema": field})
+    return parameters
+
+
+IF_NONE_MATCH = {
+    "name": "if-none-match",
+    "in": "header",
+    "required": False,
+    "description": "An earlier ETag: 304 if still current",
+    "schema": {"type": "string"},
+}
+
+
 @router.get(
     "/signals/{venue}/{symbol}",
     summary="The signal on the latest closed bars of an ingested feed",
@@ -87,24 +140,18 @@ def if_none_match_matches(if_none_match: str | None, tag: str) -> bool:
         304: {"description": "Not modified: the `If-None-Match` ETag is current."},
         **problem_responses(401, 403, 404, 422, 503),
     },
+    openapi_extra={"parameters": [*query_parameters(SignalParams), IF_NONE_MATCH]},
 )
-async def signal(
-    venue: VenuePath,
-    symbol: SymbolPath,
-    service: SignalServiceDep,
-    timeframe: Annotated[str, Query(description="1m, 5m, 15m, 1h, 4h or 1d", examples=["5m"])] = "1m",
-    include_forming: Annotated[bool, Query(description="Also evaluate the forming bar (flagged)")] = False,
-    account_equity: Annotated[float | None, Query(gt=0, allow_inf_nan=False, description="For sizing")] = None,
-    risk_pct: Annotated[float | None, Query(gt=0, le=100, description="Percent of equity risked")] = None,
-    if_none_match: Annotated[str | None, Header(description="An earlier ETag: 304 if still current")] = None,
-) -> Response:
-    sizing(account_equity, risk_pct)
-    query = SignalQuery(venue, symbol, timeframe, include_forming, account_equity, risk_pct)
+async def signal(venue: VenuePath, symbol: SymbolPath, request: Request) -> Response:
+    params = SignalParams.of(request)
+    sizing(params.account_equity, params.risk_pct)
+    service: SignalService = request.app.state.signal_service
+    query = SignalQuery(venue, symbol, params.timeframe, params.include_forming, params.account_equity, params.risk_pct)
     outcome = await service.resolve(query)
     headers = {"etag": outcome.etag, "x-cache": "hit" if outcome.hit else "miss", "cache-control": "private, no-cache"}
-    if if_none_match_matches(if_none_match, outcome.etag):
+    if if_none_match_matches(request.headers.get("if-none-match"), outcome.etag):
         return Response(status_code=304, headers=headers)
-    feed = await feed_freshness(service.redis, venue, symbol)
+    feed = await service.freshness(venue, symbol)
     return Response(with_feed(outcome.document, feed), media_type="application/json", headers=headers)
 
 
@@ -167,7 +214,7 @@ async def _batch_result(
             request_id=request_id, extensions=error.extensions,
         )  # fmt: skip
         return b'{"status":%d,"problem":%s}' % (error.status, problem)
-    feed = await feed_freshness(service.redis, item.venue, item.symbol)
+    feed = await service.freshness(item.venue, item.symbol)
     cache = b"hit" if outcome.hit else b"miss"
     signal = with_feed(outcome.document, feed)
     return b'{"status":200,"cache":"%s","etag":%s,"signal":%s}' % (cache, orjson.dumps(outcome.etag), signal)

@@ -45,7 +45,12 @@ class BatchItem(BaseModel):
 
     venue: str = Field(examples=["binance"])
     symbol: str = Field(examples=["BTCUSDT"])
-    timeframe: str = Field(default="1m", description="1m, 5m, 15m, 1h, 4h or 1d", examples=["5m"])
+    timeframe: str = Field(
+        default="1m",
+        description="1m, 5m, 15m, 1h, 4h or 1d",
+        examples=["5m"],
+        json_schema_extra={"enum": list(TIMEFRAMES)},
+    )
     include_forming: bool = False
 
 

@@ -34,9 +34,11 @@ from redis.exceptions import RedisError
 
 from app.config import Settings
 from app.market.aggregation import TIMEFRAMES
+from app.market.feeds import parse_feeds
 from app.market.keys import FeedKeys, tag
 from app.market.store import read_candles_json, read_feed_status
-from app.signals.compute import SignalInput, apply_position_size, compute_signal
+from app.signals.compute import BarNotStored, SignalInput, apply_position_size, compute_signal
+from app.signals.memo import SignalMemo
 from app.trading.markets import TimeframeInvalid, check_market_feed, market_unavailable
 from app.trading.service import AnalysisRunner
 
@@ -106,39 +108,67 @@ class SignalService:
         self.settings = settings
         self.runner = runner
         self._flights: dict[str, asyncio.Task[tuple[bytes | None, bool]]] = {}
+        self.memo = SignalMemo(
+            redis, ttl_seconds=settings.signal_memo_ttl_seconds, max_documents=settings.signal_memo_entries
+        )
+        self._configured = frozenset(parse_feeds(settings.feeds))
         self.computed = 0  # signals this instance computed (tests and metrics read it)
 
-    async def resolve(self, query: SignalQuery) -> SignalOutcome:
-        """The signal document for a query, or a problem: unknown feed (404), timeframe (422), no data (503)."""
+    async def resolve(self, query: SignalQuery, *, fresh: bool = False) -> SignalOutcome:
+        """The signal document for a query, or a problem: unknown feed (404), timeframe (422), no data (503).
+
+        ``fresh`` reads the newest closed bar from Redis instead of this process's memo (streams do: they are woken
+        when bar-close announcements may have been lost)."""
         venue, symbol, timeframe = query.venue, query.symbol, query.timeframe
-        await check_market_feed(self.redis, self.settings, venue, symbol)
+        await self.check_feed(venue, symbol)
         if timeframe not in TIMEFRAMES:
             raise TimeframeInvalid(f"Unknown timeframe {timeframe!r}.", extensions={"valid": list(TIMEFRAMES)})
-        last_closed = await last_closed_open(self.redis, venue, symbol, timeframe)
-        spec = SignalInput(
-            venue, symbol, timeframe, TIMEFRAMES[timeframe], last_closed, self.settings.signal_bars,
-            include_forming=query.include_forming,
-        )  # fmt: skip
-        document: bytes | None
-        if query.include_forming or last_closed is None:
-            # The forming bar changes with every trade: such documents are never cached.
-            document, hit = await self._compute(spec), False
-        else:
-            document, hit = await self._shared_flight(cache_key(venue, symbol, timeframe, last_closed), spec)
+        try:
+            document, hit = await self._document(query, fresh=fresh)
+        except BarNotStored:
+            # This process heard of the bar before it can read it: use the newest bar Redis shows now.
+            document, hit = await self._document(query, fresh=True)
         if document is None:
             raise await market_unavailable(self.redis, venue, symbol)
         if query.account_equity is not None and query.risk_pct is not None:
             document = apply_position_size(document, query.account_equity, query.risk_pct)
         return SignalOutcome(document, hit, etag_of(document))
 
+    async def _document(self, query: SignalQuery, *, fresh: bool) -> tuple[bytes | None, bool]:
+        venue, symbol, timeframe = query.venue, query.symbol, query.timeframe
+        last_closed = await self.memo.last_closed_open(venue, symbol, timeframe, fresh=fresh)
+        spec = SignalInput(
+            venue, symbol, timeframe, TIMEFRAMES[timeframe], last_closed, self.settings.signal_bars,
+            include_forming=query.include_forming,
+        )  # fmt: skip
+        if query.include_forming or last_closed is None:
+            # The forming bar changes with every trade: such documents are never cached.
+            return await self._compute(spec), False
+        return await self._shared_flight(cache_key(venue, symbol, timeframe, last_closed), spec)
+
+    async def check_feed(self, venue: str, symbol: str) -> None:
+        """A configured or live feed passes without Redis (live list remembered); else the 404 listing the valid."""
+        if (venue, symbol) in self._configured or f"{venue}:{symbol}" in await self.memo.live_feeds():
+            return
+        await check_market_feed(self.redis, self.settings, venue, symbol)
+
+    async def freshness(self, venue: str, symbol: str) -> dict[str, Any]:
+        return await self.memo.freshness(venue, symbol)
+
     async def _shared_flight(self, key: str, spec: SignalInput) -> tuple[bytes | None, bool]:
         return await self.cached(key, lambda: self._compute(spec))
 
     async def cached(self, key: str, compute: Callable[[], Awaitable[bytes | None]]) -> tuple[bytes | None, bool]:
         """The document cached under ``key``, computed once across tasks and instances when missing (the same
-        single flight as signals; other stored-data documents use it too). Returns (document, hit)."""
+        single flight as signals; other stored-data documents use it too). Returns (document, hit).
+
+        Looked up in this process's memo first, then Redis; what either returns is kept in the memo."""
+        remembered = self.memo.document(key)
+        if remembered is not None:
+            return remembered, True
         stored = await self.redis.get(key)
         if isinstance(stored, bytes):
+            self.memo.keep_document(key, stored)
             return stored, True
         flight = self._flights.get(key)
         joined = flight is not None
@@ -147,6 +177,8 @@ class SignalService:
             self._flights[key] = flight
             flight.add_done_callback(self._landed(key))
         document, hit = await asyncio.shield(flight)
+        if document is not None:
+            self.memo.keep_document(key, document)
         return document, hit or joined
 
     def _landed(self, key: str) -> Callable[[asyncio.Task[tuple[bytes | None, bool]]], None]:
@@ -192,6 +224,7 @@ class SignalService:
         return await self.runner.call(compute_signal, raw, spec)
 
     async def aclose(self) -> None:
+        await self.memo.aclose()
         flights = list(self._flights.values())
         for flight in flights:
             flight.cancel()

@@ -49,7 +49,7 @@ async def create_tenant(body: TenantCreate, service: Service, actor: ActorDep) -
 async def list_tenants(
     service: Service,
     limit: Annotated[int, Query(ge=1, le=1000, description="Page size")] = 100,
-    offset: Annotated[int, Query(ge=0, description="Tenants to skip (oldest first)")] = 0,
+    offset: Annotated[int, Query(ge=0, le=1_000_000_000, description="Tenants to skip (oldest first)")] = 0,
 ) -> list[TenantRead]:
     tenants = await service.list(limit=limit, offset=offset)
     return [TenantRead(id=t.id, name=t.name, created_at=t.created_at) for t in tenants]

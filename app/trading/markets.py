@@ -198,7 +198,12 @@ async def market_unavailable(redis: RedisDep, venue: str, symbol: str) -> Market
     )
 
 
-TimeframeQuery = Annotated[str, Query(description="1m, 5m, 15m, 1h, 4h or 1d", examples=["5m"])]
+# Validated by the routes (an unknown timeframe is a `timeframe-invalid` problem listing the valid ones); the enum
+# documents them, so the OpenAPI document accepts exactly what the server does.
+TimeframeQuery = Annotated[
+    str,
+    Query(description="1m, 5m, 15m, 1h, 4h or 1d", examples=["5m"], json_schema_extra={"enum": list(TIMEFRAMES)}),
+]
 VenuePath = Annotated[str, Path(description="Venue id", examples=["binance"])]
 SymbolPath = Annotated[str, Path(description="Symbol as the exchange spells it", examples=["BTCUSDT"])]
 

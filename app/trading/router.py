@@ -16,7 +16,7 @@ from app.core.middleware import BODY_LIMITS_STATE
 from app.core.schemas import problem_responses
 from app.trading.examples import ANALYZE_EXAMPLE
 from app.trading.schemas import AnalyzeRequest, AnalyzeResponse, inline_schema
-from app.trading.service import AnalysisRunner
+from app.trading.service import AnalysisRunner, shared_runner
 
 ANALYZE_PATH = "/v1/analyze"
 
@@ -24,15 +24,11 @@ ANALYZE_PATH = "/v1/analyze"
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
-    runner = AnalysisRunner(settings)
-    app.state.analysis_runner = runner
     limits = getattr(app.state, BODY_LIMITS_STATE, None) or {}
     limits[ANALYZE_PATH] = settings.analyze_max_body_bytes
     setattr(app.state, BODY_LIMITS_STATE, limits)
-    try:
+    async with shared_runner(app.state, settings):
         yield
-    finally:
-        await runner.aclose()
 
 
 router = APIRouter(tags=["trading"], lifespan=lifespan)

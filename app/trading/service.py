@@ -115,3 +115,23 @@ class AnalysisRunner:
         if executor is not None:
             # Waiting joins the worker processes; off the loop so other lifespans can shut down meanwhile.
             await asyncio.to_thread(executor.shutdown, wait=True, cancel_futures=True)
+
+
+@asynccontextmanager
+async def shared_runner(state: Any, settings: Settings) -> AsyncIterator[AnalysisRunner]:
+    """The process's one analysis worker pool, whichever router's lifespan asks first.
+
+    POST /v1/analyze and the stored-data routes share the pool (one bound on CPU-heavy work per process). Router
+    lifespans run in include order, which follows traffic, not dependencies: the first to enter creates the pool
+    and, exiting last, closes it."""
+    existing: AnalysisRunner | None = getattr(state, "analysis_runner", None)
+    if existing is not None:
+        yield existing
+        return
+    runner = AnalysisRunner(settings)
+    state.analysis_runner = runner
+    try:
+        yield runner
+    finally:
+        await runner.aclose()
+        del state.analysis_runner

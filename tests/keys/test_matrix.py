@@ -98,6 +98,10 @@ async def _signals(make_key: MakeKey, caller: IssuedKey, tenant: str) -> Call:
     return Call("/v1/signals/binance/BTCUSDT?timeframe=1m")
 
 
+async def _signal_stream(make_key: MakeKey, caller: IssuedKey, tenant: str) -> Call:
+    return Call("/v1/signals/binance/BTCUSDT/stream?timeframe=1m&max_events=1")  # ends after the current signal
+
+
 async def _signals_batch(make_key: MakeKey, caller: IssuedKey, tenant: str) -> Call:
     return Call("/v1/signals/batch", {"items": [{"venue": "binance", "symbol": "BTCUSDT", "timeframe": "1m"}]})
 
@@ -127,6 +131,7 @@ REQUESTS: dict[tuple[str, str], tuple[Factory, bool]] = {
     ("GET", "/v1/orderbook/{venue}/{symbol}"): (_orderbook, False),
     ("GET", "/v1/signals/{venue}/{symbol}"): (_signals, False),
     ("POST", "/v1/signals/batch"): (_signals_batch, False),
+    ("GET", "/v1/signals/{venue}/{symbol}/stream"): (_signal_stream, False),
     **{
         ("GET", f"/v1/analysis/{{venue}}/{{symbol}}/{module}"): (_analysis(module, "&swing_length=2"), False)
         for module in ("cvd", "smc", "fibonacci")

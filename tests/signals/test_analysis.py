@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 from typing import Any
 
 import pytest
@@ -311,6 +312,12 @@ def _accepts(module: str, name: str, value: float, schema: dict[str, Any]) -> bo
     return True
 
 
+def _step(value: float, direction: int, integer: bool) -> float:
+    """The next value past a bound: the next integer, or the next representable float (a fixed step such as
+    1e-9 vanishes next to 1e12)."""
+    return value + direction if integer else math.nextafter(value, direction * math.inf)
+
+
 @pytest.mark.parametrize("module", MODULES)
 def test_every_documented_range_is_the_range_the_module_enforces(module: str) -> None:
     numeric = [(name, schema) for name, schema in _documented(module) if _numeric(schema) is not None]
@@ -318,16 +325,16 @@ def test_every_documented_range_is_the_range_the_module_enforces(module: str) ->
     wrong = []
     for name, schema in numeric:
         bounds = _numeric(schema) or {}
-        step = 1 if bounds["type"] == "integer" else 1e-9
+        integer = bounds["type"] == "integer"
         low, open_low, high = bounds.get("minimum"), bounds.get("exclusiveMinimum"), bounds.get("maximum")
         # (value, accepted?) at and just beyond each documented bound
         cases = []
         if low is not None:
-            cases += [(low, True), (low - step, False)]
+            cases += [(low, True), (_step(low, -1, integer), False)]
         if open_low is not None:
-            cases += [(open_low, False), (open_low + step, True)]
+            cases += [(open_low, False), (_step(open_low, 1, integer), True)]
         if high is not None:
-            cases += [(high, True), (high + step, False)]
+            cases += [(high, True), (_step(high, 1, integer), False)]
         if low is None and open_low is None:
             wrong.append(f"{name}: no lower bound documented")
         wrong += [

@@ -75,7 +75,8 @@ async def test_sizing_applies_to_every_item(signals_client: AsyncClient, redis_c
 
 async def test_an_invalid_envelope_fails_the_whole_batch(signals_client: AsyncClient, redis_client: Redis) -> None:
     await seed_walk(redis_client)
-    for body in ({}, {"items": []}, {"items": "BTCUSDT"}, {"items": [item()], "extra": 1}):
+    bodies: list[dict[str, object]] = [{}, {"items": []}, {"items": "BTCUSDT"}, {"items": [item()], "extra": 1}]
+    for body in bodies:
         response = await signals_client.post(BATCH, json=body)
         assert response.status_code == 422, body
         assert response.headers["content-type"] == "application/problem+json"

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import orjson
 import pytest
+from fastapi import FastAPI
 from httpx import AsyncClient
 from redis.asyncio import Redis
 
@@ -43,9 +45,21 @@ async def seed_walk(redis: Redis, closed: int = 60, *, forming: bool = True) -> 
     return rows
 
 
-async def close_bar(redis: Redis, row: dict[str, Any]) -> None:
+async def close_bar(redis: Redis, row: dict[str, Any], app: FastAPI | None = None) -> None:
+    """Store ``row`` as closed and announce it as the store's bar-closing script does; with ``app``, wait until
+    that app's signal memo has applied the announcement (it arrives over Redis pub/sub)."""
     keys = FeedKeys("binance", "BTCUSDT")
+    memo = app.state.signal_service.memo if app is not None else None
+    if memo is not None:
+        await asyncio.wait_for(memo.listening.wait(), timeout=10)
     await redis.zadd(keys.bars["1m"], {orjson.dumps({**row, "closed": True}): row["t"]})
+    await redis.publish(keys.bar_closed, f"1m:{row['t']}")
+    if memo is not None:
+        for _ in range(1000):
+            if memo._closed.get(("binance", "BTCUSDT", "1m"), (None,))[0] == row["t"]:
+                return
+            await asyncio.sleep(0.01)
+        raise AssertionError("the bar close never reached the signal memo")
 
 
 def expected_signal(rows: list[dict[str, Any]], params: SignalParams | None = None) -> dict[str, Any]:
@@ -93,7 +107,7 @@ async def test_the_signal_equals_post_analyze_on_the_same_candles(
 
 
 async def test_a_repeated_request_is_a_cache_hit_until_a_new_bar_closes(
-    signals_client: AsyncClient, redis_client: Redis
+    signals_client: AsyncClient, app: FastAPI, redis_client: Redis
 ) -> None:
     rows = await seed_walk(redis_client)
     first = await signals_client.get(PATH)
@@ -102,12 +116,35 @@ async def test_a_repeated_request_is_a_cache_hit_until_a_new_bar_closes(
     assert second.content == first.content
     assert second.headers["etag"] == first.headers["etag"]
 
-    await close_bar(redis_client, rows[-1])
+    await close_bar(redis_client, rows[-1], app)  # pushed to the memo: no waiting for its TTL
     third = await signals_client.get(PATH)
     assert third.headers["x-cache"] == "miss"
     assert third.json()["as_of"] == first.json()["as_of"] + MINUTE_MS
     assert third.json()["signal"] == expected_signal([*rows[:-1], {**rows[-1], "closed": True}])
     assert third.headers["etag"] != first.headers["etag"]
+
+
+async def test_a_close_heard_before_its_bar_is_readable_never_caches_older_bars_under_it(
+    signals_client: AsyncClient, app: FastAPI, redis_client: Redis
+) -> None:
+    rows = await seed_walk(redis_client)
+    memo = app.state.signal_service.memo
+    await asyncio.wait_for(memo.listening.wait(), timeout=10)
+    keys = FeedKeys("binance", "BTCUSDT")
+    # The announcement outruns the bar (as from a lagging replica): the memo believes the new bar is there.
+    await redis_client.publish(keys.bar_closed, f"1m:{rows[-1]['t']}")
+    for _ in range(1000):
+        if memo._closed.get(("binance", "BTCUSDT", "1m"), (None,))[0] == rows[-1]["t"]:
+            break
+        await asyncio.sleep(0.01)
+    early = await signals_client.get(PATH)
+    assert early.status_code == 200, early.text
+    assert early.json()["as_of"] == rows[-2]["t"] + MINUTE_MS  # what can be read, not a 500 or a 503
+    # Once the bar is readable, its signal is computed on it: nothing older was cached under its key.
+    await close_bar(redis_client, rows[-1], app)
+    late = await signals_client.get(PATH)
+    assert late.json()["as_of"] == rows[-1]["t"] + MINUTE_MS
+    assert late.json()["signal"] == expected_signal([*rows[:-1], {**rows[-1], "closed": True}])
 
 
 async def test_if_none_match_with_the_current_etag_is_304(signals_client: AsyncClient, redis_client: Redis) -> None:

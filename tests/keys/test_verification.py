@@ -70,6 +70,67 @@ async def test_a_stale_read_cannot_recache_a_key_just_revoked(
     assert response.json()["type"] == "/problems/api-key-revoked"
 
 
+async def test_concurrent_requests_for_an_expired_entry_read_the_database_once(
+    client: AsyncClient, app: FastAPI, make_key: MakeKey, redis_client: Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key = await make_key(Role.READER)
+    verifier = app.state.key_verifier
+    key_hash = verifier.hash(key.secret)
+    assert (await client.get("/v1/me", headers=key.headers)).status_code == 200
+    # Both cache levels expire together (the TTL runs from the database read).
+    verifier._local.clear()
+    await redis_client.delete(cache_key(key_hash))
+    gate = asyncio.Event()
+    reads = 0
+    read = verifier._from_database
+
+    async def counted(*args: object) -> KeyRecord:
+        nonlocal reads
+        reads += 1
+        await gate.wait()  # hold the first load until every request has arrived
+        return await read(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(verifier, "_from_database", counted)
+    requests = [asyncio.create_task(client.get("/v1/me", headers=key.headers)) for _ in range(20)]
+    async with asyncio.timeout(10):
+        while reads == 0:
+            await asyncio.sleep(0.005)
+    await asyncio.sleep(0.05)  # the other requests reach the verifier and join the load
+    gate.set()
+    assert [r.status_code for r in await asyncio.gather(*requests)] == [200] * 20
+    assert reads == 1
+
+
+async def test_a_request_never_joins_a_load_that_started_before_an_invalidation(
+    client: AsyncClient, app: FastAPI, make_key: MakeKey, redis_client: Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key = await make_key(Role.READER)
+    verifier = app.state.key_verifier
+    key_hash = verifier.hash(key.secret)
+    gate = asyncio.Event()
+    reads = 0
+    read = verifier._from_database
+
+    async def counted(*args: object) -> KeyRecord:
+        nonlocal reads
+        reads += 1
+        if reads == 1:
+            await gate.wait()
+        return await read(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(verifier, "_from_database", counted)
+    first = asyncio.create_task(client.get("/v1/me", headers=key.headers))
+    async with asyncio.timeout(10):
+        while reads == 0:
+            await asyncio.sleep(0.005)
+    verifier.invalidate_local(key_hash)  # e.g. a revocation heard while the first load reads
+    second = await client.get("/v1/me", headers=key.headers)  # does not wait for the first load: its own read
+    assert second.status_code == 200
+    assert reads == 2
+    gate.set()
+    assert (await first).status_code == 200
+
+
 async def test_invalidation_reaches_another_instance_over_pubsub(
     settings: Settings, make_key: MakeKey, client: AsyncClient
 ) -> None:

@@ -14,7 +14,7 @@ from httpx import AsyncClient
 from redis.asyncio import Redis
 
 from app.auth.scopes import Role
-from app.auth.verifier import KeyRecord, cache_key
+from app.auth.verifier import KeyRecord, KeyVerifier, cache_key
 from app.config import Settings
 from app.core.security import generate_api_key
 from app.keys.admin import ensure_tenant, issue_key
@@ -74,27 +74,26 @@ async def test_concurrent_requests_for_an_expired_entry_read_the_database_once(
     client: AsyncClient, app: FastAPI, make_key: MakeKey, redis_client: Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     key = await make_key(Role.READER)
-    verifier = app.state.key_verifier
+    verifier: KeyVerifier = app.state.key_verifier
     key_hash = verifier.hash(key.secret)
     assert (await client.get("/v1/me", headers=key.headers)).status_code == 200
     # Both cache levels expire together (the TTL runs from the database read).
     verifier._local.clear()
     await redis_client.delete(cache_key(key_hash))
-    gate = asyncio.Event()
+    gate, reading = asyncio.Event(), asyncio.Event()
     reads = 0
     read = verifier._from_database
 
-    async def counted(*args: object) -> KeyRecord:
+    async def counted(key_hash: str, now: float, redis_ok: bool) -> KeyRecord:
         nonlocal reads
         reads += 1
+        reading.set()
         await gate.wait()  # hold the first load until every request has arrived
-        return await read(*args)  # type: ignore[arg-type]
+        return await read(key_hash, now, redis_ok)
 
     monkeypatch.setattr(verifier, "_from_database", counted)
     requests = [asyncio.create_task(client.get("/v1/me", headers=key.headers)) for _ in range(20)]
-    async with asyncio.timeout(10):
-        while reads == 0:
-            await asyncio.sleep(0.005)
+    await asyncio.wait_for(reading.wait(), timeout=10)
     await asyncio.sleep(0.05)  # the other requests reach the verifier and join the load
     gate.set()
     assert [r.status_code for r in await asyncio.gather(*requests)] == [200] * 20
@@ -105,24 +104,23 @@ async def test_a_request_never_joins_a_load_that_started_before_an_invalidation(
     client: AsyncClient, app: FastAPI, make_key: MakeKey, redis_client: Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     key = await make_key(Role.READER)
-    verifier = app.state.key_verifier
+    verifier: KeyVerifier = app.state.key_verifier
     key_hash = verifier.hash(key.secret)
-    gate = asyncio.Event()
+    gate, reading = asyncio.Event(), asyncio.Event()
     reads = 0
     read = verifier._from_database
 
-    async def counted(*args: object) -> KeyRecord:
+    async def counted(key_hash: str, now: float, redis_ok: bool) -> KeyRecord:
         nonlocal reads
         reads += 1
+        reading.set()
         if reads == 1:
             await gate.wait()
-        return await read(*args)  # type: ignore[arg-type]
+        return await read(key_hash, now, redis_ok)
 
     monkeypatch.setattr(verifier, "_from_database", counted)
     first = asyncio.create_task(client.get("/v1/me", headers=key.headers))
-    async with asyncio.timeout(10):
-        while reads == 0:
-            await asyncio.sleep(0.005)
+    await asyncio.wait_for(reading.wait(), timeout=10)
     verifier.invalidate_local(key_hash)  # e.g. a revocation heard while the first load reads
     second = await client.get("/v1/me", headers=key.headers)  # does not wait for the first load: its own read
     assert second.status_code == 200

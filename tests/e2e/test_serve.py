@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -24,12 +24,15 @@ DELTAFLOW = str(Path(sys.executable).parent / "deltaflow")
 
 
 @asynccontextmanager
-async def serve(*, workers: int = 1, env: dict[str, str]) -> AsyncIterator[tuple[subprocess.Popen[bytes], str]]:
+async def serve(
+    *, workers: int = 1, env: dict[str, str], args: Sequence[str] = ()
+) -> AsyncIterator[tuple[subprocess.Popen[bytes], str]]:
+    """`deltaflow serve` on a free port with ``env`` (and extra ``args``, e.g. ``--with-ingest``), once live."""
     port = free_port()
     environment = {key: value for key, value in os.environ.items() if not key.startswith("DELTAFLOW_")}
     environment.update(env)
     process = subprocess.Popen(  # noqa: ASYNC220 - the server must be a separate OS process
-        [DELTAFLOW, "serve", "--port", str(port), "--workers", str(workers)],
+        [DELTAFLOW, "serve", "--port", str(port), "--workers", str(workers), *args],
         env=environment,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

@@ -8,8 +8,10 @@ import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
+from websockets.asyncio.client import ClientConnection
 
 from app.market.events import BUY, SELL, BookSnapshot, MarketEvent, Trade
 from app.market.venues.coinapi_client import CoinApiConnector, CoinApiLimits
@@ -202,10 +204,15 @@ async def test_tasks_and_fds_are_the_same_after_repeated_reconnects_and_switches
         tasks_before = asyncio.all_tasks()
         fds_before = _open_fds()
         async with running(mock) as (connector, _):
-            await wait_for(lambda: mock.connections >= 30)
+            # The script's churn ends when the drop of connection 29 brings connection 30 (the 31st): measuring
+            # before then would count tasks in the middle of that reconnect.
+            await wait_for(lambda: mock.connections >= 31)
 
             async def steady() -> int:
-                await wait_for(lambda: connector.stats.connected and len(mock.live) == 1)
+                # The one live session must be the newest: a stale count of 1 can be the old one, not yet gone.
+                await wait_for(
+                    lambda: connector.stats.connected and [s.index for s in mock.live] == [mock.connections - 1]
+                )
                 rotation = connector._rotation
                 await wait_for(lambda: rotation is None or rotation.done())
                 await asyncio.sleep(0.03)
@@ -223,6 +230,37 @@ async def test_tasks_and_fds_are_the_same_after_repeated_reconnects_and_switches
             assert connector.stats.rotation_failures == 0
         await wait_for(lambda: asyncio.all_tasks() == tasks_before, limit_s=5.0)
         await wait_for(lambda: _open_fds() == fds_before, limit_s=5.0)
+
+
+class _GatedOpen(CoinApiConnector):
+    """Holds its first socket between the venue accepting it and the connector taking it as primary."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.opening = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def _open(self) -> ClientConnection:
+        ws = await super()._open()
+        if not self.opening.is_set():
+            self.opening.set()
+            await self.release.wait()
+        return ws
+
+
+async def test_a_forced_reconnect_while_a_socket_is_opening_is_not_lost() -> None:
+    async with MockCoinApi() as mock:
+        connector = _GatedOpen(KEY, [SYMBOL_ID], Sink(), ws_url=mock.ws_url, limits=FAST, backoff=fast_backoff())
+        connector.start()
+        try:
+            await wait_for(connector.opening.is_set)
+            assert mock.connections == 1  # the venue counts it, yet there is no primary to close
+            await connector.force_reconnect()
+            connector.release.set()
+            await wait_for(lambda: mock.connections == 2 and connector.stats.connected)
+            assert (connector.stats.connects, connector.stats.reconnects) == (2, 1)
+        finally:
+            await connector.aclose()
 
 
 async def test_a_repeated_notice_during_a_switch_starts_no_second_switch() -> None:

@@ -11,8 +11,10 @@ and the first is closed. Both deliver the overlap, so trades are de-duplicated b
 window of recent uuids); book20 messages are whole snapshots, for which a duplicate is harmless.
 
 Per connection the connector owns at most two sockets and one rotation task; when the session ends, for whatever
-reason, the task is cancelled and every socket closed before the backoff sleep. The API key is only ever sent in
-``hello``; it is kept out of ``repr``, logs and stats (server error texts are redacted before they are stored).
+reason, the task is cancelled and every socket closed before the backoff sleep. A :meth:`force_reconnect` request
+holds until the session ends, so one that comes while a socket is still opening (nothing to close yet) is not lost.
+The API key is only ever sent in ``hello``; it is kept out of ``repr``, logs and stats (server error texts are
+redacted before they are stored).
 """
 
 from __future__ import annotations
@@ -127,6 +129,7 @@ class CoinApiConnector(BackgroundRunner):
         self._primary: ClientConnection | None = None
         self._open_sockets: set[ClientConnection] = set()
         self._rotation: asyncio.Task[None] | None = None
+        self._reconnect_requested = asyncio.Event()  # set by force_reconnect(), cleared per connect
         self._task: asyncio.Task[None] | None = None
 
     def __repr__(self) -> str:
@@ -136,7 +139,9 @@ class CoinApiConnector(BackgroundRunner):
         return text.replace(self._api_key, "***")
 
     async def force_reconnect(self) -> None:
-        """Close the current connection; :meth:`run` reconnects (after its backoff delay)."""
+        """End the current session; :meth:`run` reconnects (after its backoff delay) with a socket opened after this
+        call. While a socket is still opening there is no primary to close: the flag makes the session drop it."""
+        self._reconnect_requested.set()
         if self._primary is not None:
             await self._primary.close()
 
@@ -186,15 +191,18 @@ class CoinApiConnector(BackgroundRunner):
 
     async def _session(self) -> None:
         try:
+            self._reconnect_requested.clear()  # a request made before this connect is served by it
             self._primary = await self._open()
             self.stats.connected = True
             self.backoff.on_connected()
-            while True:
+            while not self._reconnect_requested.is_set():
                 conn = self._primary
                 try:
                     async with asyncio.timeout(self.limits.silence_timeout_s):
                         raw = await conn.recv()
                 except ConnectionClosed:
+                    if self._reconnect_requested.is_set():
+                        break  # closed by force_reconnect(): a switch in progress must not take over
                     rotation = self._rotation
                     if self._primary is conn and rotation is not None and not rotation.done():
                         # The old socket went first: give the switch its (bounded) chance before giving up.
@@ -203,6 +211,7 @@ class CoinApiConnector(BackgroundRunner):
                         continue  # switched to the new connection
                     raise
                 await self._on_frame(raw, conn)
+            logger.info("coinapi.reconnect_forced")
         finally:
             was_connected = self.stats.connected
             self.stats.connected = False

@@ -161,6 +161,8 @@ def _smc_component(smc: SmcResult, close: float) -> tuple[float, list[str]]:
         if _inside(smc.order_blocks, close, direction) or _inside(smc.fair_value_gaps, close, direction):
             zone += direction
             reasons.append(f"close is inside an active {name} order block or fair value gap")
+    if not reasons:  # a score of 0 is explained too, never an empty list
+        reasons.append("no confirmed structure break yet, and the close is in no active order block or fair value gap")
     return 0.6 * trend_score + 0.4 * zone, reasons
 
 
@@ -176,6 +178,11 @@ def _indicator_component(result: IndicatorResult, close: float) -> tuple[float, 
     if math.isfinite(rsi):
         parts.append((rsi - 50.0) / 50.0)
         reasons.append(f"RSI({result.params.rsi_period}) {rsi:.1f}")
+    if not parts:
+        reasons.append(
+            f"warming up: EMA({result.params.ema_period}), MACD and RSI({result.params.rsi_period}) need more bars "
+            f"than the {len(result.ema)} available"
+        )
     return (sum(parts) / len(parts) if parts else 0.0), reasons
 
 

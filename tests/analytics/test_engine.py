@@ -41,6 +41,18 @@ def test_all_modules_on_real_candles_serialise_to_json() -> None:
     assert all(component["reasons"] for component in signal["components"])
 
 
+@pytest.mark.parametrize("bars", [1, 2, 3, 10])
+def test_every_component_explains_its_score_even_on_a_few_bars(bars: int) -> None:
+    """A fresh feed has a handful of bars: a component with nothing to say yet says why, never an empty list."""
+    signal = analyze(random_walk(bars)).to_dict()["signal"]
+    assert {component["name"] for component in signal["components"]} == set(MODULES)
+    for component in signal["components"]:
+        assert component["reasons"], component
+    indicators = next(c for c in signal["components"] if c["name"] == "indicators")
+    if bars < 10:
+        assert indicators["reasons"][0].startswith("warming up")
+
+
 def test_analysis_is_deterministic() -> None:
     candles = random_walk(2000)
     first = analyze(candles).to_dict()

@@ -145,7 +145,7 @@ def assert_complete(body: dict[str, Any], as_of: int, bar_count: int) -> None:
     assert 0 <= signal["confidence"] <= 1
     assert signal["close_time"] == as_of
     assert {c["name"] for c in signal["components"]} == {"smc", "indicators", "cvd", "orderflow", "fibonacci"}
-    assert all(isinstance(component["reasons"], list) for component in signal["components"])
+    assert all(component["reasons"] for component in signal["components"]), signal["components"]  # each explained
     # No levels while neutral, nor before ATR has warmed up (a few bars after the start): present, maybe null.
     assert "levels" in signal
     if signal["levels"] is not None:

@@ -15,6 +15,7 @@ from app.auth.policy import RouteRule, add_security_to_openapi, compile_policy, 
 from app.config import Settings, get_settings
 from app.core.db import create_engine, create_session_factory
 from app.core.errors import ROUTE_METHODS_STATE, install_error_handlers
+from app.core.heap import startup_heap_freezer
 from app.core.lifecycle import Lifecycle, install_sigterm_drain
 from app.core.logging import configure_logging, get_logger
 from app.core.middleware import BodyLimitMiddleware, RequestContextMiddleware
@@ -84,6 +85,18 @@ def create_app(settings: Settings | None = None, *, handle_sigterm: bool = False
     app.state.settings = settings
     app.state.lifecycle = lifecycle
     install_error_handlers(app)
+    _include_routers(app, served=handle_sigterm)
+    install_docs(app)
+    _index_route_methods(app)
+    # Compiled after every router is included: a /v1 route without a scope declaration fails start-up here.
+    policy = compile_policy(app.routes, documented_paths=app.openapi()["paths"])
+    app.openapi_schema = None  # regenerated with the security requirements below
+    _register_problem_schema(app, policy)
+    _add_middleware(app, settings, policy)
+    return app
+
+
+def _include_routers(app: FastAPI, *, served: bool) -> None:
     # FastAPI tries included routers in order, route by route: the most requested paths go first (probes, the
     # key check, signals, market data), administration last. Measured: a cached signal spent a third of its
     # in-process time in route matching when its router came seventh.
@@ -97,14 +110,8 @@ def create_app(settings: Settings | None = None, *, handle_sigterm: bool = False
     app.include_router(keys_router)
     app.include_router(tenants_router)
     app.include_router(system_router)
-    install_docs(app)
-    _index_route_methods(app)
-    # Compiled after every router is included: a /v1 route without a scope declaration fails start-up here.
-    policy = compile_policy(app.routes, documented_paths=app.openapi()["paths"])
-    app.openapi_schema = None  # regenerated with the security requirements below
-    _register_problem_schema(app, policy)
-    _add_middleware(app, settings, policy)
-    return app
+    if served:  # a served process (not tests, which build many apps in one process)
+        app.include_router(startup_heap_freezer())
 
 
 def _add_middleware(app: FastAPI, settings: Settings, policy: tuple[RouteRule, ...]) -> None:

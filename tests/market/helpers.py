@@ -7,6 +7,9 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from typing import Any
+
+from websockets.asyncio.client import ClientConnection
 
 from app.market.events import BookSnapshot, BookUpdate, MarketEvent
 from app.market.recovery import Backoff, CircuitBreaker, Clock
@@ -43,6 +46,23 @@ async def wait_for(condition: Callable[[], bool], limit_s: float = WAIT_TIMEOUT_
     async with asyncio.timeout(limit_s):
         while not condition():  # noqa: ASYNC110
             await asyncio.sleep(0.005)
+
+
+class GatedConnect(BinanceConnector):
+    """Holds its ``gate_at``-th socket (1 = the first) between the venue accepting it and the connector using it."""
+
+    def __init__(self, gate_at: int, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.gate_at = gate_at
+        self.opening = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def _connect(self) -> ClientConnection:
+        ws = await super()._connect()
+        if self.stats.connects == self.gate_at:
+            self.opening.set()
+            await self.release.wait()
+        return ws
 
 
 def fast_backoff(*, stable_after_s: float = 3600.0) -> Backoff:

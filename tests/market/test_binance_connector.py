@@ -16,7 +16,7 @@ import pytest
 from app.market.events import BookSnapshot, Trade
 from app.market.recovery import BreakerState, CircuitBreaker
 from app.market.venues.binance_client import BinanceConnector, ConnectorLimits, queue_sink
-from tests.market.helpers import Recorder, fast_backoff, running_connector, wait_for
+from tests.market.helpers import GatedConnect, Recorder, fast_backoff, running_connector, wait_for
 from tests.market.mock_exchange import Capture, MockExchange, ScriptedResponse, synthetic_capture
 
 SYMBOL = "TESTUSDT"
@@ -250,6 +250,30 @@ async def test_tasks_and_fds_are_the_same_after_repeated_forced_reconnects() -> 
         await wait_for(lambda: asyncio.all_tasks() == tasks_before, limit_s=5.0)
         await wait_for(lambda: _open_fds() == fds_before, limit_s=5.0)
         assert connector.stats.disconnects >= 50
+
+
+async def test_a_forced_reconnect_while_a_socket_is_opening_is_not_lost() -> None:
+    async with MockExchange(synthetic_capture(diffs=40)) as mock:
+        connector = GatedConnect(
+            1,
+            "spot",
+            [SYMBOL],
+            Recorder(),
+            ws_url=mock.ws_url,
+            rest_url=mock.rest_url,
+            limits=ConnectorLimits(min_resync_interval_s=0.01),
+            backoff=fast_backoff(),
+        )
+        connector.start()
+        try:
+            await wait_for(connector.opening.is_set)
+            await wait_for(lambda: mock.connections == 1)  # the venue counts it, yet there is no socket to close
+            await connector.force_reconnect()
+            connector.release.set()
+            await wait_for(lambda: mock.connections == 2 and connector.stats.connected)
+            assert (connector.stats.connects, connector.stats.disconnects) == (2, 1)
+        finally:
+            await connector.stop()
 
 
 async def test_trades_flow_to_a_bounded_queue_in_order() -> None:

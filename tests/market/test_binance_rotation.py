@@ -12,7 +12,7 @@ import pytest
 from app.market.events import BookUpdate, MarketEvent, Trade
 from app.market.venues.binance import is_server_shutdown
 from app.market.venues.binance_client import BinanceConnector, ConnectorLimits
-from tests.market.helpers import Recorder, fast_backoff, wait_for
+from tests.market.helpers import GatedConnect, Recorder, fast_backoff, wait_for
 from tests.market.mock_binance_live import LiveBinance
 
 SYMBOL = "TESTUSDT"
@@ -132,6 +132,34 @@ async def test_a_rotation_that_cannot_connect_keeps_the_old_connection() -> None
         finally:
             await connector.stop()
     _assert_exactly_once(recorder, mock)
+
+
+async def test_a_forced_reconnect_while_a_rotation_opens_its_socket_ends_both_connections() -> None:
+    async with LiveBinance(SYMBOL) as mock:
+        recorder = Recorder()
+        connector = GatedConnect(
+            2,  # the rotation's socket
+            "spot",
+            [SYMBOL],
+            recorder,
+            ws_url=mock.ws_url,
+            rest_url=mock.rest_url,
+            limits=ConnectorLimits(min_resync_interval_s=0.01),
+            backoff=fast_backoff(),
+        )
+        recorder.connector = connector
+        connector.start()
+        try:
+            await wait_for(lambda: connector.stats.connected and not connector.syncs[SYMBOL].needs_snapshot)
+            await mock.server_shutdown(grace_s=60.0)  # the venue leaves the switch to the connector
+            await wait_for(connector.opening.is_set)
+            await connector.force_reconnect()
+            connector.release.set()
+            # The switch must not take over: its socket was opened before the request.
+            await wait_for(lambda: mock.connections == 3 and connector.stats.connected and len(mock.live) == 1)
+            assert (connector.stats.rotations, connector.stats.disconnects) == (0, 1)
+        finally:
+            await connector.stop()
 
 
 @pytest.mark.parametrize(

@@ -7,8 +7,10 @@ import os
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
+from websockets.asyncio.client import ClientConnection
 
 from app.market.events import BookSnapshot, BookUpdate, Liquidation, MarketEvent, Trade
 from app.market.recovery import Backoff
@@ -261,3 +263,34 @@ async def test_tasks_and_fds_are_the_same_after_repeated_forced_reconnects() -> 
         await wait_for(lambda: asyncio.all_tasks() == tasks_before, limit_s=5.0)
         await wait_for(lambda: _open_fds() == fds_before, limit_s=5.0)
         assert connector.stats.disconnects >= 35
+
+
+class _GatedOpen(BybitConnector):
+    """Holds its first socket between the venue accepting it and the connector taking it as its own."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.opening = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def _connect(self) -> ClientConnection:
+        ws = await super()._connect()
+        if not self.opening.is_set():
+            self.opening.set()
+            await self.release.wait()
+        return ws
+
+
+async def test_a_forced_reconnect_while_a_socket_is_opening_is_not_lost() -> None:
+    async with MockBybit(books=[LiveBook(SYMBOL)]) as mock:
+        connector = _GatedOpen([SYMBOL], Sink(), ws_url=mock.ws_url, limits=FAST, backoff=fast_backoff())
+        connector.start()
+        try:
+            await wait_for(connector.opening.is_set)
+            await wait_for(lambda: mock.connections == 1)  # the venue counts it, yet there is no socket to close
+            await connector.force_reconnect()
+            connector.release.set()
+            await wait_for(lambda: mock.connections == 2 and connector.stats.connected)
+            assert (connector.stats.connects, connector.stats.reconnects, connector.stats.disconnects) == (2, 1, 1)
+        finally:
+            await connector.aclose()

@@ -4,7 +4,9 @@ One connection carries every subscribed stream. Per connection the connector own
 task per symbol that needs one, and fresh book synchronisers; when the connection ends, for whatever reason,
 all of them are cancelled, awaited and released before the backoff sleep, so reconnects leak neither tasks nor
 sockets. Events go to an async ``sink``; awaiting it is the backpressure (a full bounded queue stalls the
-reader rather than dropping a diff).
+reader rather than dropping a diff). A :meth:`force_reconnect` request holds until the session ends, so one that
+comes while a socket is still opening (nothing to close yet) is not lost, and a rotation in progress does not take
+over from it: its socket was opened before the request and is closed with the session.
 
 Server notices: a ``serverShutdown`` event, or the connection reaching ``max_connection_age_s`` (Binance closes
 stream connections at 24 h), rotates the connection make-before-break (:mod:`binance_rotation`): no trade volume
@@ -112,6 +114,7 @@ class BinanceConnector(BackgroundRunner):
         # Serialises "change a book + emit its events" between the reader and snapshot tasks, so the sink sees
         # snapshot, then the buffered diffs, then live diffs, never interleaved.
         self._emit_lock = asyncio.Lock()
+        self._reconnect_requested = asyncio.Event()  # set by force_reconnect(), cleared per connect
         self._task: asyncio.Task[None] | None = None
 
     def _new_sync(self, symbol: str) -> BookSynchroniser:
@@ -127,7 +130,9 @@ class BinanceConnector(BackgroundRunner):
         return stream_url(self.ws_url, self.symbols, self.streams)
 
     async def force_reconnect(self) -> None:
-        """Close the current connection; :meth:`run` reconnects (after its backoff delay)."""
+        """End the current session; :meth:`run` reconnects (after its backoff delay) with a socket opened after this
+        call. While a socket is still opening there is nothing to close: the flag makes the session drop it."""
+        self._reconnect_requested.set()
         if self._ws is not None:
             await self._ws.close()
 
@@ -171,6 +176,7 @@ class BinanceConnector(BackgroundRunner):
         return ws
 
     async def _session(self, http: httpx.AsyncClient) -> None:
+        self._reconnect_requested.clear()  # a request made before this connect is served by it
         self._ws = await self._connect()
         self.stats.connected = True
         self.backoff.on_connected()
@@ -182,8 +188,9 @@ class BinanceConnector(BackgroundRunner):
         self._shutdown_notice = False
         self._opened_at = self._last_frame_at = self._clock()
         try:
-            while True:
+            while not self._reconnect_requested.is_set():
                 await self._step(http)
+            logger.info("binance.reconnect_forced", extra={"venue": self.venue})
         finally:
             ws, self._ws = self._ws, None
             self.stats.connected = False
@@ -219,6 +226,8 @@ class BinanceConnector(BackgroundRunner):
                 raise  # a stale feed: reconnect
             return
         except ConnectionClosed:
+            if self._reconnect_requested.is_set():
+                return  # closed by force_reconnect(): a switch in progress must not take over
             if rotation is None or rotation.closed:
                 raise
             # The old connection went first: whatever it did not deliver was never going to arrive.
@@ -263,6 +272,8 @@ class BinanceConnector(BackgroundRunner):
 
     async def _switch(self, rotation: Rotation, http: httpx.AsyncClient, *, forced: bool) -> None:
         """Follow the rotation's connection from here on; the old one is closed."""
+        if self._reconnect_requested.is_set():
+            return  # the session is ending: the rotation is abandoned with it
         await rotation.stop_reading()
         old, self._ws, self._rotation = self._ws, rotation.ws, None
         self._shutdown_notice = False

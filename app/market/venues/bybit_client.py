@@ -1,8 +1,9 @@
 """Asyncio connector for Bybit v5 public (linear): trades, ``orderbook.50`` books and liquidations on one socket.
 
 Per connection the connector owns the socket and one keepalive task; when the connection ends, for whatever reason,
-the task is cancelled and awaited and the socket closed before the backoff sleep, so reconnects leak nothing.
-Events go to an async ``sink``; awaiting it is the backpressure.
+the task is cancelled and awaited and the socket closed before the backoff sleep, so reconnects leak nothing. A
+:meth:`force_reconnect` request holds until the session ends, so one that comes while the socket is still opening
+(nothing to close yet) is not lost. Events go to an async ``sink``; awaiting it is the backpressure.
 
 Liveness: Bybit drops clients that stay silent, and documents an application-level ``{"op":"ping"}`` every 20 s.
 A ping whose pong does not arrive within ``pong_timeout_s``, or no frame at all for ``silence_timeout_s``, means a
@@ -21,7 +22,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosedOK, WebSocketException
+from websockets.exceptions import ConnectionClosed, ConnectionClosedOK, WebSocketException
 
 from app.market.events import BookSnapshot, BookUpdate
 from app.market.recovery import Backoff, Clock
@@ -108,6 +109,7 @@ class BybitConnector(BackgroundRunner):
         self._req_ids = itertools.count(1)
         self._resubscribes = 0
         self._awaiting_snapshot: dict[str, float] = {}  # symbol → when its book went invalid
+        self._reconnect_requested = asyncio.Event()  # set by force_reconnect(), cleared per connect
         self._task: asyncio.Task[None] | None = None
 
     @property
@@ -115,7 +117,9 @@ class BybitConnector(BackgroundRunner):
         return [t for s in self.symbols for t in topics(s, self.limits.book_depth)]
 
     async def force_reconnect(self) -> None:
-        """Close the current connection; :meth:`run` reconnects (after its backoff delay)."""
+        """End the current session; :meth:`run` reconnects (after its backoff delay) with a socket opened after this
+        call. While the socket is still opening there is nothing to close: the flag makes the session drop it."""
+        self._reconnect_requested.set()
         if self._ws is not None:
             await self._ws.close()
 
@@ -134,9 +138,9 @@ class BybitConnector(BackgroundRunner):
             self.stats.reconnects += 1
             await self._sleep(delay)
 
-    async def _session(self) -> None:
+    async def _connect(self) -> ClientConnection:
         limits = self.limits
-        async with connect(
+        return await connect(
             self.ws_url,
             open_timeout=limits.open_timeout_s,
             close_timeout=limits.close_timeout_s,
@@ -144,7 +148,12 @@ class BybitConnector(BackgroundRunner):
             ping_interval=None,
             max_size=limits.max_frame_bytes,
             max_queue=limits.max_queued_frames,
-        ) as ws:
+        )
+
+    async def _session(self) -> None:
+        limits = self.limits
+        self._reconnect_requested.clear()  # a request made before this connect is served by it
+        async with await self._connect() as ws:
             self._ws = ws
             self.stats.connects += 1
             self.stats.connected = True
@@ -159,10 +168,16 @@ class BybitConnector(BackgroundRunner):
             try:
                 await self._subscribe(ws, "subscribe", self.topics)
                 keepalive = asyncio.create_task(self._keepalive(ws), name="bybit-keepalive")
-                while True:
-                    async with asyncio.timeout(limits.silence_timeout_s):
-                        raw = await ws.recv()
+                while not self._reconnect_requested.is_set():
+                    try:
+                        async with asyncio.timeout(limits.silence_timeout_s):
+                            raw = await ws.recv()
+                    except ConnectionClosed:
+                        if self._reconnect_requested.is_set():
+                            break  # closed by force_reconnect()
+                        raise
                     await self._on_frame(raw, ws)
+                logger.info("bybit.reconnect_forced")
             finally:
                 self._ws = None
                 self.stats.connected = False

@@ -19,7 +19,7 @@ from app.core.heap import startup_heap_freezer
 from app.core.lifecycle import Lifecycle, install_sigterm_drain
 from app.core.logging import configure_logging, get_logger
 from app.core.middleware import BodyLimitMiddleware, RequestContextMiddleware
-from app.core.openapi import add_standard_problems
+from app.core.openapi import add_standard_problems, omit_null_parameters
 from app.core.redis import create_redis
 from app.core.responses import OrjsonResponse
 from app.core.schemas import Problem
@@ -144,6 +144,7 @@ def _register_problem_schema(app: FastAPI, policy: tuple[RouteRule, ...]) -> Non
             components.setdefault("Problem", problem)
             add_security_to_openapi(schema, policy)
             add_standard_problems(schema)
+            omit_null_parameters(schema)
             for unused in ("HTTPValidationError", "ValidationError"):  # replaced by Problem everywhere
                 components.pop(unused, None)
             app.openapi_schema = schema

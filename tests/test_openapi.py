@@ -65,6 +65,17 @@ def test_every_error_response_is_a_documented_problem(schema: dict[str, Any]) ->
     assert missing == []
 
 
+def test_no_parameter_is_documented_as_accepting_null(schema: dict[str, Any]) -> None:
+    """Optional parameters are omitted; `?bars=null` or `Last-Event-ID: null` would be refused with 422."""
+    nullable = [
+        f"{method} {path} {parameter['name']}"
+        for method, path, operation in operations(schema)
+        for parameter in operation.get("parameters", [])
+        if "'null'" in repr(parameter.get("schema", {}))
+    ]
+    assert nullable == []
+
+
 def test_every_v1_operation_declares_its_security_and_scopes(schema: dict[str, Any]) -> None:
     for method, path, operation in operations(schema):
         if path.startswith("/v1/"):

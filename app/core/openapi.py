@@ -1,4 +1,5 @@
-"""OpenAPI post-processing: the problem responses every operation can produce, declared once.
+"""OpenAPI post-processing: the problem responses every operation can produce, declared once; parameters that
+are optional documented as omitted, not as null.
 
 Some errors do not come from a route but from the stack around it: the auth middleware (401, 403, and 503 when
 neither the database nor Redis can verify a key), the body limit (413), JSON decoding (400), request validation
@@ -40,3 +41,26 @@ def add_standard_problems(schema: dict[str, Any]) -> None:
             unprocessable = operation["responses"].get("422")
             if unprocessable is not None and PROBLEM_MEDIA_TYPE not in unprocessable.get("content", {}):
                 operation["responses"]["422"] = problem_responses(422)[422]
+
+
+def omit_null_parameters(schema: dict[str, Any]) -> None:
+    """Drop the ``null`` alternative FastAPI documents for every ``X | None`` parameter.
+
+    A query, header or path value is a string on the wire: an optional parameter is one that may be left out, and
+    the text ``null`` is not a value of it (the route refuses it with 422). Documented with the null alternative,
+    clients (and fuzzers) read ``?bars=null`` or ``Last-Event-ID: null`` as valid requests."""
+    for operations in schema.get("paths", {}).values():
+        for method, operation in operations.items():
+            if method not in HTTP_METHODS:
+                continue
+            for parameter in operation.get("parameters", []):
+                declared: dict[str, Any] = parameter.get("schema", {})
+                options = declared.get("anyOf")
+                if not isinstance(options, list) or not any(o.get("type") == "null" for o in options):
+                    continue
+                kept = [option for option in options if option.get("type") != "null"]
+                del declared["anyOf"]
+                if len(kept) == 1:
+                    declared.update(kept[0])
+                else:
+                    declared["anyOf"] = kept

@@ -166,6 +166,10 @@ class Settings(BaseSettings):
     market_max_buffered_diffs: Annotated[int, Field(ge=1, le=100_000)] = 1000
     market_max_book_levels: Annotated[int, Field(ge=10, le=100_000)] = 5000
     market_min_resync_interval_seconds: Annotated[float, Field(ge=0, le=600)] = 1.0
+    # REST requests (snapshots, kline backfill and repairs) per venue and process per minute, as a token bucket
+    # (this many at once, refilled evenly): a resync storm is spread out instead of earning a 429. 300/min is far
+    # below Binance's 6 000 weight/min for the heaviest call this makes (a 1000-level depth snapshot, weight 50).
+    market_rest_budget_per_minute: Annotated[int, Field(ge=1, le=100_000)] = 300
     # Reconnects: full-jitter exponential backoff from base, capped (the issue caps it at 60 s); the attempt count
     # resets only after a connection stayed up this long.
     market_backoff_base_seconds: Annotated[float, Field(gt=0, le=60)] = 0.5

@@ -86,7 +86,8 @@ class KlineBackfill:
         if timeframe not in TIMEFRAMES:
             raise ValueError(f"unknown timeframe {timeframe!r}")
         if not self.breaker.allow():
-            raise BackfillError(f"circuit breaker open for {self.breaker.retry_in():.0f} s more")
+            held = self.breaker.retry_in()
+            raise BackfillError(f"REST held back (circuit breaker or request budget) for {held:.1f} s")
         limit = max(1, min(limit, MAX_LIMIT[self.market]))
         url = klines_url(self.rest_url, self.market, symbol, timeframe, limit, start_ms)
         self.requests += 1

@@ -143,7 +143,7 @@ async def record(settings: Settings, path: Path, *, seconds: float, max_events: 
     No lease and no Redis: recording only listens. Returns the number of events written.
     """
     feeds = list(configured_feeds(settings))
-    shared = Shared()
+    shared = Shared(rest_budget_per_minute=settings.market_rest_budget_per_minute)
     with path.open("wb") as out:
         write_header(out, feeds)
         recorder = Recorder(out, max_events)

@@ -83,6 +83,11 @@ class CircuitBreaker:
     Opens after ``failure_threshold`` consecutive failures, or at once on 429/418; stays open for
     max(``min_open_s``, Retry-After); then lets exactly one probe through (half-open): its success closes the
     breaker, its failure re-opens it.
+
+    It also holds the venue's request budget: with ``budget_per_minute`` a token bucket of that many requests
+    (the burst), refilled evenly over a minute; a call is allowed only with a token left, and :meth:`retry_in`
+    says when the next one comes. So a storm of resyncs (every symbol of a flapping connection) is spread out
+    before the venue has to answer it with a 429, and every REST caller already waits on ``retry_in``.
     """
 
     def __init__(
@@ -90,6 +95,7 @@ class CircuitBreaker:
         *,
         failure_threshold: int = DEFAULT_FAILURE_THRESHOLD,
         min_open_s: float = DEFAULT_MIN_OPEN_S,
+        budget_per_minute: int | None = None,
         clock: Clock = time.monotonic,
     ) -> None:
         self.failure_threshold = failure_threshold
@@ -99,6 +105,10 @@ class CircuitBreaker:
         self.failures = 0
         self.opened = 0
         self._open_until = 0.0
+        self.budget = budget_per_minute
+        self._tokens = float(budget_per_minute or 0)
+        self._refilled_at = clock()
+        self.budget_refusals = 0  # calls held back by the budget (the feed status shows them)
 
     @property
     def state(self) -> BreakerState:
@@ -111,16 +121,31 @@ class CircuitBreaker:
         """Seconds until a call may be allowed (0 when one is allowed now)."""
         if self._state is BreakerState.OPEN:
             return max(0.0, self._open_until - self._clock())
+        if self.budget is not None and self._refill() < 1:
+            return (1 - self._tokens) * 60.0 / self.budget
         return 0.0
 
     def allow(self) -> bool:
         """Whether a call may be made now; in half-open state only one caller gets True until it reports."""
-        if self._state is BreakerState.CLOSED:
-            return True
-        if self._state is BreakerState.OPEN and self._clock() >= self._open_until:
-            self._state = BreakerState.HALF_OPEN
-            return True
-        return False
+        if self._state is BreakerState.HALF_OPEN:
+            return False
+        if self._state is BreakerState.OPEN and self._clock() < self._open_until:
+            return False
+        if self.budget is not None:
+            if self._refill() < 1:
+                self.budget_refusals += 1
+                return False
+            self._tokens -= 1
+        if self._state is BreakerState.OPEN:
+            self._state = BreakerState.HALF_OPEN  # this call is the probe
+        return True
+
+    def _refill(self) -> float:
+        budget = self.budget or 0
+        now = self._clock()
+        self._tokens = min(float(budget), self._tokens + (now - self._refilled_at) * budget / 60.0)
+        self._refilled_at = now
+        return self._tokens
 
     def abandon_probe(self) -> None:
         """The half-open probe was cancelled before it got an answer: let the next caller probe instead."""

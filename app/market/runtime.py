@@ -339,7 +339,7 @@ def start_ingestion(settings: Settings, redis: Redis, *, clock: MarketClock = wa
     ``clock`` is the market's time (the wall clock; tests run a fast virtual market on both sides of the socket).
     """
     feeds = configured_feeds(settings)
-    shared = Shared()
+    shared = Shared(rest_budget_per_minute=settings.market_rest_budget_per_minute)
     ingestors = [FeedIngestor(settings, redis, venue, symbol, shared, clock=clock) for venue, symbol in feeds]
     for ingestor in ingestors:
         ingestor.keeper.start()

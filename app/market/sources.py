@@ -49,12 +49,16 @@ class Source(Protocol):
 class Shared:
     """Per-venue resources shared by that venue's feeds in this process."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, rest_budget_per_minute: int | None = None) -> None:
         self.http = httpx.AsyncClient(timeout=10.0)
         self.breakers: dict[str, CircuitBreaker] = {}
+        self.rest_budget_per_minute = rest_budget_per_minute
 
     def breaker(self, venue: str) -> CircuitBreaker:
-        return self.breakers.setdefault(venue, CircuitBreaker())
+        """The venue's breaker, which also holds its REST request budget (one per venue in this process)."""
+        if venue not in self.breakers:
+            self.breakers[venue] = CircuitBreaker(budget_per_minute=self.rest_budget_per_minute)
+        return self.breakers[venue]
 
 
 class MisconfiguredSource:
@@ -174,6 +178,7 @@ def source_status(source: Source | None) -> dict[str, Any]:
             "rotations": stats.rotations,
             "resynced": stats.resyncs,
             "breaker": source.breaker.state.value,
+            "rest_budget_refusals": source.breaker.budget_refusals,
             "last_error": stats.last_error,
         }
     elif isinstance(source, BybitConnector):

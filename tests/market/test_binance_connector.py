@@ -138,6 +138,31 @@ async def test_rate_limit_opens_the_breaker_and_no_rest_call_happens_while_open(
         assert max(slept) <= conn.limits.breaker_poll_s
 
 
+async def test_the_venue_request_budget_holds_a_resync_back_until_a_token_is_refilled() -> None:
+    clock = FakeClock()
+    breaker = CircuitBreaker(budget_per_minute=1, clock=clock)  # the first snapshot spends the only token
+
+    async def sleep(delay: float) -> None:
+        await asyncio.sleep(0.001)
+
+    capture = synthetic_capture(diffs=40)
+    async with (
+        MockExchange(capture, drop_frames={20}, live_snapshots=True) as mock,
+        running_connector(mock, "spot", [SYMBOL], breaker=breaker, sleep=sleep, clock=clock) as (conn, _),
+    ):
+        sync = conn.syncs[SYMBOL]
+        await wait_for(lambda: sync.stats.gaps == 1)
+        clock.now += 1  # past the minimum resync interval, far from the next token (one a minute)
+        await wait_for(lambda: breaker.budget_refusals >= 5)
+        assert mock.depth_calls(SYMBOL) == 1  # the gap's resync waits for the budget, not the venue's 429
+        assert sync.needs_snapshot
+        assert breaker.state is BreakerState.CLOSED
+        clock.now += 60  # one token refilled: exactly one more snapshot
+        await wait_for(lambda: not sync.needs_snapshot)
+        assert mock.depth_calls(SYMBOL) == 2
+        assert sync.stats.crossed == 0
+
+
 async def test_snapshot_errors_are_retried_and_counted() -> None:
     capture = synthetic_capture(diffs=40)
     script = [ScriptedResponse(500), ScriptedResponse(200, body=b"not json")]

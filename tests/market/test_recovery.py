@@ -72,6 +72,40 @@ def test_breaker_opens_after_five_consecutive_failures() -> None:
     assert breaker.retry_in() == 30.0
 
 
+def test_the_request_budget_allows_a_burst_then_one_call_per_refill_interval() -> None:
+    clock = Clock()
+    breaker = CircuitBreaker(budget_per_minute=60, clock=clock)  # a burst of 60, then one per second
+    assert all(breaker.allow() for _ in range(60))
+    assert not breaker.allow()
+    assert breaker.budget_refusals == 1
+    assert breaker.retry_in() == pytest.approx(1.0)
+    assert breaker.state is BreakerState.CLOSED  # holding back is not a failure of the venue
+    clock.now = 0.5
+    assert not breaker.allow()
+    assert breaker.retry_in() == pytest.approx(0.5)
+    clock.now = 1.0
+    assert breaker.allow()
+    assert not breaker.allow()
+    clock.now = 1000.0  # refills up to the burst, never beyond
+    assert sum(breaker.allow() for _ in range(100)) == 60
+
+
+def test_an_open_breaker_spends_no_budget_and_its_probe_needs_a_token() -> None:
+    clock = Clock()
+    breaker = CircuitBreaker(budget_per_minute=2, clock=clock)
+    breaker.record_failure(429)
+    assert not breaker.allow()  # open: refused by the breaker, no token spent
+    assert breaker.budget_refusals == 0
+    clock.now = 30.0
+    assert breaker.allow()  # the half-open probe, paid with a token
+    assert _state(breaker) is BreakerState.HALF_OPEN
+    assert not breaker.allow()  # one probe at a time
+    breaker.record_success()
+    assert breaker.allow()
+    assert not breaker.allow()  # two tokens spent: wait for the refill
+    assert breaker.retry_in() == pytest.approx(30.0)
+
+
 def test_a_success_resets_the_failure_count() -> None:
     breaker = CircuitBreaker(clock=Clock())
     for _ in range(4):

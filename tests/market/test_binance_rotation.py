@@ -101,14 +101,18 @@ async def test_the_connection_age_limit_rotates_repeatedly_without_loss_or_doubl
         # The 24 h limit, scaled down: every 0.3 s the connection is replaced before "the venue" would cut it.
         connector = _connector(mock, recorder, max_connection_age_s=0.3)
         connector.start()
+        rotating = False
         try:
             await wait_for(lambda: connector.stats.rotations >= 5)
             await _settle(mock, connector)
             assert connector.stats.disconnects == 0
+            # Rotations go on every 0.3 s: one may have opened its socket and be abandoned by the stop below.
+            rotating = connector._rotation is not None
         finally:
             await connector.stop()
     assert connector.stats.rotations_forced == 0
-    assert mock.connections == connector.stats.rotations + 1
+    # Every connection became the primary in turn, but for one a stop may have abandoned mid-rotation.
+    assert connector.stats.rotations + 1 <= mock.connections <= connector.stats.rotations + 1 + rotating
     assert mock.max_concurrent == 2, "never more than the old and the new connection"
     _assert_exactly_once(recorder, mock)
     _assert_book_followed(recorder, connector, mock)

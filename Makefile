@@ -68,9 +68,13 @@ fmt: $(VENV)/.dev ## format and auto-fix
 
 .PHONY: bench
 bench: $(VENV)/.bench ## benchmarks; each prints its comparison measured in the same run
-	@# The HTTP benchmarks load the server with wrk when it is installed; the Python fallback client competes for
+	@# The HTTP benchmarks load the server with wrk (installed here when missing); the Python fallback client competes for
 	@# the same two cores and compresses every ratio (measured: /v1/me / healthz 0.65-0.70 with it, 0.78 with wrk).
-	@command -v wrk >/dev/null || echo "bench: wrk not found (apt-get install wrk): HTTP numbers use the slower Python client"
+	@command -v wrk >/dev/null 2>&1 || { echo "bench: installing wrk (Debian package) for the HTTP load"; \
+		SUDO=$$([ "$$(id -u)" -eq 0 ] || echo sudo); \
+		$$SUDO apt-get install -y -qq wrk >/dev/null 2>&1 || \
+		{ $$SUDO apt-get update -qq >/dev/null 2>&1 && $$SUDO apt-get install -y -qq wrk >/dev/null 2>&1; } || \
+		echo "bench: could not install wrk: HTTP numbers use the slower Python client (ratios come out lower)"; }
 	$(BIN)/python -m bench
 
 .PHONY: clean

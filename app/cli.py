@@ -11,7 +11,8 @@ from pathlib import Path
 
 import orjson
 
-from app.config import Settings, get_settings
+from app.config import ServerKind, Settings, get_settings
+from app.core import serving
 from app.keys.cli import add_keys_parser, run_keys_command
 
 
@@ -23,6 +24,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve.add_argument("--host", help="bind address (default: DELTAFLOW_HOST)")
     serve.add_argument("--port", type=int, help="port (default: DELTAFLOW_PORT)")
     serve.add_argument("--workers", type=int, help="worker processes (default: DELTAFLOW_WORKERS)")
+    serve.add_argument(
+        "--server", choices=[kind.value for kind in ServerKind], help="HTTP server (default: DELTAFLOW_SERVER)"
+    )
     serve.add_argument(
         "--with-ingest", action="store_true", help="also ingest DELTAFLOW_FEEDS in-process (sets INGEST_IN_PROCESS)"
     )
@@ -40,9 +44,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     replay.add_argument("--speed", type=float, default=1.0, help="times real time; 0 = as fast as possible")
 
     args = parser.parse_args(argv)
-    if args.command == "serve" and args.with_ingest:
-        # Uvicorn workers read settings themselves: pass the flag through their environment.
-        os.environ["DELTAFLOW_INGEST_IN_PROCESS"] = "true"
+    if args.command == "serve" and (args.with_ingest or args.server):
+        # Server workers read settings themselves: pass the flags through their environment.
+        if args.with_ingest:
+            os.environ["DELTAFLOW_INGEST_IN_PROCESS"] = "true"
+        if args.server:
+            os.environ["DELTAFLOW_SERVER"] = args.server
         get_settings.cache_clear()
     try:
         settings = get_settings()
@@ -50,7 +57,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"deltaflow: invalid configuration:\n{exc}", file=sys.stderr)
         return 2
     if args.command == "serve":
-        return _serve(settings, args.host, args.port, args.workers)
+        return serving.serve(settings, args.host, args.port, args.workers)
     if args.command == "migrate":
         return _migrate(settings)
     if args.command == "keys":
@@ -58,25 +65,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command in {"ingest", "record", "replay"}:
         return _market_command(settings, args)
     return asyncio.run(_check(settings))
-
-
-def _serve(settings: Settings, host: str | None, port: int | None, workers: int | None) -> int:
-    import uvicorn  # imported here: `deltaflow migrate` and `check` do not need the server
-
-    uvicorn.run(
-        "app.main:create_served_app",
-        factory=True,
-        host=host or settings.host,
-        port=settings.port if port is None else port,
-        workers=workers or settings.workers,
-        log_config=None,  # app.core.logging configures every logger as JSON
-        access_log=False,  # our RequestContextMiddleware writes the access log (with the request id)
-        timeout_graceful_shutdown=int(settings.shutdown_timeout_seconds),
-        proxy_headers=True,
-        forwarded_allow_ips=settings.forwarded_allow_ips,
-        server_header=False,
-    )
-    return 0
 
 
 def _migrate(settings: Settings) -> int:

@@ -6,23 +6,26 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from granian.utils.proxies import wrap_asgi_with_proxy_headers
 from starlette.middleware.gzip import GZipMiddleware
 from starlette.routing import compile_path
+from starlette.types import ASGIApp
 
 from app import __version__
 from app.auth.middleware import AuthMiddleware
 from app.auth.policy import RouteRule, add_security_to_openapi, compile_policy, iter_api_routes
-from app.config import Settings, get_settings
+from app.config import ServerKind, Settings, get_settings
 from app.core.db import create_engine, create_session_factory
 from app.core.errors import ROUTE_METHODS_STATE, install_error_handlers
 from app.core.heap import startup_heap_freezer
-from app.core.lifecycle import Lifecycle, install_sigterm_drain
+from app.core.lifecycle import Lifecycle, install_drain_signal, install_sigterm_drain
 from app.core.logging import configure_logging, get_logger
 from app.core.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from app.core.openapi import add_standard_problems, omit_null_parameters
 from app.core.redis import create_redis
 from app.core.responses import OrjsonResponse
 from app.core.schemas import Problem
+from app.core.serving import DRAIN_SIGNAL
 from app.health.router import router as health_router
 from app.keys.router import me_router
 from app.keys.router import router as keys_router
@@ -57,7 +60,7 @@ def create_app(settings: Settings | None = None, *, handle_sigterm: bool = False
         ingestion = start_ingestion(settings, redis) if settings.ingest_in_process else None
         stop_key_services = await start_key_services(app, settings, redis, app.state.session_factory)
         uninstall_drain: Callable[[], None] | None = None
-        if handle_sigterm:
+        if handle_sigterm and settings.server is ServerKind.UVICORN:
             uninstall_drain = install_sigterm_drain(lifecycle, settings.drain_seconds)
         lifecycle.mark_started()
         log.info("app.started", environment=settings.environment.value, version=__version__)
@@ -153,6 +156,16 @@ def _register_problem_schema(app: FastAPI, policy: tuple[RouteRule, ...]) -> Non
     app.openapi = openapi  # type: ignore[method-assign]
 
 
-def create_served_app() -> FastAPI:
-    """Factory for `deltaflow serve` (uvicorn imports it by name in every worker process)."""
-    return create_app(get_settings(), handle_sigterm=True)
+def create_served_app() -> ASGIApp:
+    """Factory for `deltaflow serve` (the server imports it by name in every worker process).
+
+    Under granian the app is wrapped to honour ``X-Forwarded-For``/``-Proto`` from `forwarded_allow_ips` (the
+    nginx in front), as uvicorn's ``proxy_headers`` does for it.
+    """
+    settings = get_settings()
+    app = create_app(settings, handle_sigterm=True)
+    if settings.server is not ServerKind.GRANIAN:
+        return app
+    install_drain_signal(app.state.lifecycle, DRAIN_SIGNAL)
+    wrapped: ASGIApp = wrap_asgi_with_proxy_headers(app, trusted_hosts=settings.forwarded_allow_ips)
+    return wrapped

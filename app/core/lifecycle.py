@@ -66,3 +66,16 @@ def install_sigterm_drain(lifecycle: Lifecycle, drain_seconds: float) -> Callabl
             signal.signal(signal.SIGTERM, original)
 
     return uninstall
+
+
+def install_drain_signal(lifecycle: Lifecycle, signum: int) -> None:
+    """Turn ``signum`` into the draining state, for a granian worker: its supervisor relays SIGTERM as this signal
+    and stops the worker itself after the drain. Installed when the app is built, before the worker serves; a
+    plain handler (not the event loop's) because it only flips a flag."""
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        if not lifecycle.draining:
+            lifecycle.begin_drain()
+            log.info("shutdown.drain_started")
+
+    signal.signal(signum, on_signal)

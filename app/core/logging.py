@@ -53,11 +53,13 @@ def configure_logging(settings: Settings) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    # uvicorn's own access log is replaced by ours (cheaper, carries the request id).
-    for name in ("uvicorn", "uvicorn.error"):
+    # The servers' own loggers go through ours; their access logs are replaced by ours (cheaper, carries the
+    # request id). "_granian" is the name granian's Rust core logs under.
+    for name in ("uvicorn", "uvicorn.error", "_granian"):
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
     logging.getLogger("uvicorn.access").disabled = True
+    logging.getLogger("granian.access").disabled = True
 
 
 def get_logger(name: str) -> structlog.stdlib.BoundLogger:

@@ -71,8 +71,12 @@ async def _wait_for_exit(process: subprocess.Popen[bytes], within_seconds: float
     return process.returncode
 
 
+SERVERS = ["granian", "uvicorn"]
+
+
+@pytest.mark.parametrize("server", SERVERS)
 @pytest.mark.parametrize("workers", [1, 2])
-async def test_sigterm_turns_readiness_off_then_exits_zero(postgres_url: str, workers: int) -> None:
+async def test_sigterm_turns_readiness_off_then_exits_zero(postgres_url: str, workers: int, server: str) -> None:
     drain = 2.0
     async with serve(
         workers=workers,
@@ -80,6 +84,7 @@ async def test_sigterm_turns_readiness_off_then_exits_zero(postgres_url: str, wo
             "DELTAFLOW_DATABASE_URL": postgres_url,
             "DELTAFLOW_REDIS_URL": TEST_REDIS_URL,
             "DELTAFLOW_DRAIN_SECONDS": str(drain),
+            "DELTAFLOW_SERVER": server,
         },
     ) as (process, base_url):
         async with httpx.AsyncClient(base_url=base_url, timeout=5.0) as client:
@@ -104,7 +109,8 @@ async def test_sigterm_turns_readiness_off_then_exits_zero(postgres_url: str, wo
         assert time.monotonic() - signalled >= drain
 
 
-async def test_in_flight_request_finishes_during_shutdown(postgres_url: str) -> None:
+@pytest.mark.parametrize("server", SERVERS)
+async def test_in_flight_request_finishes_during_shutdown(postgres_url: str, server: str) -> None:
     # A database that accepts connections and never answers makes /readyz take exactly the check timeout:
     # a request that is still in flight when the drain ends.
     async with (
@@ -115,6 +121,7 @@ async def test_in_flight_request_finishes_during_shutdown(postgres_url: str) -> 
                 "DELTAFLOW_REDIS_URL": TEST_REDIS_URL,
                 "DELTAFLOW_DRAIN_SECONDS": "0.3",
                 "DELTAFLOW_READINESS_CHECK_TIMEOUT_SECONDS": "2.5",
+                "DELTAFLOW_SERVER": server,
             }
         ) as (process, base_url),
     ):

@@ -85,6 +85,11 @@ class Settings(BaseSettings):
     # same app and machine it keeps p99 at 200 connections under 50 ms where uvicorn's workers reach 0.2-1 s
     # (bench/bench_signals.py runs both). uvicorn stays selectable, e.g. for a platform without granian wheels.
     server: ServerKind = ServerKind.GRANIAN
+    # granian only: requests a worker's event loop handles at once (the rest wait in granian's Rust queue); 0 =
+    # granian's default (1024 / workers). Lower keeps tail latency down under saturation (64: p99 at 200
+    # connections 35-40 ms instead of ~50, bench_signals) but every open SSE stream holds one of these slots, so
+    # only lower it on instances that do not serve /stream (route those to their own upstream in nginx).
+    server_backpressure: Annotated[int, Field(ge=0, le=100_000)] = 0
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=0, le=65535)] = 8000
     workers: Annotated[int, Field(ge=1, le=64)] = 1
@@ -188,6 +193,15 @@ class Settings(BaseSettings):
     # after market_rotation_timeout_seconds, falling back to an ordinary reconnect.
     binance_max_connection_age_seconds: Annotated[float, Field(gt=0, le=86_400)] = 85_800.0
     market_rotation_timeout_seconds: Annotated[float, Field(gt=0, le=600)] = 30.0
+    # Per-stream silence, 0 = off: one symbol's book stream silent this long while its connection lives (Binance
+    # kline updates, Bybit pongs, CoinAPI heartbeats keep the connection-level timeout quiet) is checked: Binance
+    # compares the book with a REST snapshot and resyncs it in place if it moved, Bybit resubscribes, CoinAPI
+    # reconnects. A trade stream silent this long reconnects; off by default, as a quiet market goes minutes
+    # without a trade.
+    market_book_silence_seconds: Annotated[float, Field(ge=0, le=3600)] = 30.0
+    market_trade_silence_seconds: Annotated[float, Field(ge=0, le=86_400)] = 0.0
+    # Binance depth snapshots stay reusable by a resync they can still bridge (by update ids) this long; 0 = off.
+    market_snapshot_cache_seconds: Annotated[float, Field(ge=0, le=600)] = 10.0
     # Bars awaiting repair from REST klines (partially observed around a start or a reconnect), per feed.
     market_max_pending_repairs: Annotated[int, Field(ge=1, le=100_000)] = 256
     # The simulated `sim` venue: mean trades per second and the seed of its random walk.

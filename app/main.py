@@ -15,6 +15,7 @@ from app import __version__
 from app.auth.middleware import AuthMiddleware
 from app.auth.policy import RouteRule, add_security_to_openapi, compile_policy, iter_api_routes
 from app.config import ServerKind, Settings, get_settings
+from app.core import fast_lane
 from app.core.db import create_engine, create_session_factory
 from app.core.errors import ROUTE_METHODS_STATE, install_error_handlers
 from app.core.heap import startup_heap_freezer
@@ -113,6 +114,7 @@ def _include_routers(app: FastAPI, *, served: bool) -> None:
     app.include_router(keys_router)
     app.include_router(tenants_router)
     app.include_router(system_router)
+    fast_lane.install(app)
     if served:  # a served process (not tests, which build many apps in one process)
         app.include_router(startup_heap_freezer())
 

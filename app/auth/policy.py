@@ -86,19 +86,27 @@ def _declared_scopes(dependencies: Sequence[Any]) -> frozenset[Scope] | None:
 def iter_api_routes(
     routes: Iterable[BaseRoute], prefix: str = "", inherited: tuple[Any, ...] = ()
 ) -> Iterator[tuple[str, frozenset[str], tuple[Any, ...]]]:
-    """(full path, methods, dependencies) of every API route, descending into included routers.
+    """(full path, methods, dependencies) of every API route, descending into included routers."""
+    for path, route, dependencies in walk_api_routes(routes, prefix, inherited):
+        yield path, frozenset(route.methods or ()), dependencies
+
+
+def walk_api_routes(
+    routes: Iterable[BaseRoute], prefix: str = "", inherited: tuple[Any, ...] = ()
+) -> Iterator[tuple[str, APIRoute, tuple[Any, ...]]]:
+    """(full path, route, dependencies including its routers') of every API route, descending into included routers.
 
     Recent FastAPI keeps included routers as nodes (with their prefix and dependencies in an include context)
     instead of copying their routes into the app; older versions flatten them. Both shapes are handled.
     """
     for route in routes:
         if isinstance(route, APIRoute):
-            yield prefix + route.path, frozenset(route.methods or ()), (*inherited, *route.dependencies)
+            yield prefix + route.path, route, (*inherited, *route.dependencies)
             continue
         child = getattr(route, "original_router", None)
         if child is not None:
             context = getattr(route, "include_context", None)
-            yield from iter_api_routes(
+            yield from walk_api_routes(
                 child.routes,
                 prefix + str(getattr(context, "prefix", "") or ""),
                 (*inherited, *(getattr(context, "dependencies", None) or ())),

@@ -25,7 +25,7 @@ from app.market.feeds import Feed
 from app.market.recovery import Backoff, CircuitBreaker
 from app.market.venues.binance import Market
 from app.market.venues.binance_client import BinanceConnector, ConnectorLimits, EventSink, GapSink
-from app.market.venues.bybit_client import BybitConnector
+from app.market.venues.bybit_client import BybitConnector, BybitLimits
 from app.market.venues.coinapi import coinapi_symbol_id
 from app.market.venues.coinapi_client import CoinApiConnector, CoinApiLimits
 from app.market.venues.sim import SIMULATED_NOTICE, SimConfig, SimMarket
@@ -117,6 +117,11 @@ def backoff(settings: Settings) -> Backoff:
     )
 
 
+def _off_if_zero(seconds: float) -> float | None:
+    """Settings say 0 for "off"; the connectors' limits say None."""
+    return seconds if seconds > 0 else None
+
+
 def build_source(
     settings: Settings,
     venue: Venue,
@@ -128,11 +133,14 @@ def build_source(
 ) -> Source:
     """The connector (or simulator) of one feed, emitting into ``sink``; ``on_gap`` hears of stream breaks."""
     s = settings
+    book_silence_s = _off_if_zero(s.market_book_silence_seconds)
+    trade_silence_s = _off_if_zero(s.market_trade_silence_seconds)
     if venue == "sim":
         seed = s.sim_seed ^ zlib.crc32(symbol.encode())  # per symbol, so two simulated symbols differ
         return SimMarket([symbol], sink, SimConfig(seed=seed, rate=s.sim_rate))
     if venue == "bybit":
-        return BybitConnector([symbol], sink, ws_url=s.bybit_ws_url, backoff=backoff(s))
+        limits = BybitLimits(book_silence_s=book_silence_s, trade_silence_s=trade_silence_s)
+        return BybitConnector([symbol], sink, ws_url=s.bybit_ws_url, limits=limits, backoff=backoff(s))
     if venue == "coinapi":
         key = s.coinapi_api_key.get_secret_value()
         if not key:
@@ -143,7 +151,11 @@ def build_source(
             {symbol_id: symbol},
             sink,
             ws_url=s.coinapi_ws_url,
-            limits=CoinApiLimits(rotation_timeout_s=s.market_rotation_timeout_seconds),
+            limits=CoinApiLimits(
+                rotation_timeout_s=s.market_rotation_timeout_seconds,
+                book_silence_s=book_silence_s,
+                trade_silence_s=trade_silence_s,
+            ),
             backoff=backoff(s),
         )
     market = MARKETS[venue]
@@ -159,6 +171,9 @@ def build_source(
             min_resync_interval_s=s.market_min_resync_interval_seconds,
             max_connection_age_s=s.binance_max_connection_age_seconds,
             rotation_timeout_s=s.market_rotation_timeout_seconds,
+            book_silence_s=book_silence_s,
+            trade_silence_s=trade_silence_s,
+            snapshot_cache_s=s.market_snapshot_cache_seconds,
         ),
         backoff=backoff(s),
         breaker=shared.breaker(venue),
@@ -179,6 +194,10 @@ def source_status(source: Source | None) -> dict[str, Any]:
             "resynced": stats.resyncs,
             "breaker": source.breaker.state.value,
             "rest_budget_refusals": source.breaker.budget_refusals,
+            # Silent book streams probed: resynced in place (the venue's book had moved) or found merely quiet.
+            "stale_streams": stats.stale_streams,
+            "quiet_probes": stats.quiet_probes,
+            "snapshot_cache_hits": stats.snapshot_cache_hits,
             "last_error": stats.last_error,
         }
     elif isinstance(source, BybitConnector):
@@ -186,6 +205,7 @@ def source_status(source: Source | None) -> dict[str, Any]:
             "connected": source.stats.connected,
             "reconnects": source.stats.reconnects,
             "resynced": source.stats.resyncs,
+            "stale_streams": source.stats.stale_streams,
             "breaker": "n/a",  # push-only: no REST calls to break
             "last_error": source.stats.last_error,
         }
@@ -195,6 +215,7 @@ def source_status(source: Source | None) -> dict[str, Any]:
             "connected": coinapi.connected,
             "reconnects": coinapi.reconnects,
             "rotations": coinapi.rotations,
+            "stale_streams": coinapi.stale_streams,
             "breaker": "n/a",  # push-only
             "last_error": coinapi.last_error,
             "symbol_id": next(iter(source.symbol_ids)),

@@ -5,13 +5,19 @@ connection), this one behaves like the venue across connections: one generator p
 (consecutive ids) and ``depth@100ms``-style diffs (``U = previous u + 1``), and every connected combined stream
 receives them from the moment it connected — so two overlapping connections see the same ids, as on Binance.
 
+``futures=True`` makes it USDⓈ-M-like: diffs carry ``pu`` (the previous diff's ``u``) and the depth path is
+``/fapi/v1/depth``.
+
 REST on the same port: ``/api/v3/depth`` (the book as of the last diff sent, with its ``lastUpdateId``) and
 ``/api/v3/klines`` (bars of exactly the trades generated, with taker-buy volume, in Binance's row layout).
 
 Misbehaviour on demand: :meth:`server_shutdown` sends the ``serverShutdown`` event to every open connection (and
 closes them ``grace_s`` later); :meth:`drop_all` aborts every connection; ``refusing = True`` fails new stream
 handshakes with HTTP 503 (a stream outage, during which the market keeps trading, REST keeps answering and the
-klines hold the missed minutes).
+klines hold the missed minutes). Per-stream misbehaviour, the connections staying up: ``mute_depth`` stops
+sending depth diffs while the book keeps changing (lost updates: REST shows the change), ``book_frozen`` keeps the
+book still (trades only, so no diff is due: a merely quiet book), ``mute_trades`` stops sending aggTrades;
+``depth_delay_s`` holds each depth request that long and answers with the book as of the end of the wait.
 
 Exchange time comes from ``clock`` (epoch ms), so a test can run a fast virtual market (:class:`VirtualClock`)
 that the runtime under test reads too.
@@ -66,14 +72,16 @@ class Market:
     """One symbol's venue-side state: ids, book, and every trade folded into 1 m bars."""
 
     symbol: str
+    futures: bool = False  # diffs carry pu
     trade_id: int = 0
     update_id: int = 1000
     bids: dict[str, str] = field(default_factory=lambda: {f"{p}.00": "5" for p in range(90, 100)})
     asks: dict[str, str] = field(default_factory=lambda: {f"{p}.00": "5" for p in range(101, 111)})
     minutes: dict[int, MinuteBar] = field(default_factory=dict)
 
-    def tick(self, k: int, now_ms: int) -> list[dict[str, Any]]:
-        """One trade and one depth diff; quantities are multiples of 1/8 so every sum is exact."""
+    def tick(self, k: int, now_ms: int, *, book: bool = True) -> list[dict[str, Any]]:
+        """One trade and (unless ``book`` is False) one depth diff; quantities are multiples of 1/8 so every sum is
+        exact."""
         self.trade_id += 1
         price, qty, seller_maker = 100.0 + (k % 10) * 0.5, (k % 8 + 1) / 8, k % 3 == 0
         minute = now_ms - now_ms % MIN
@@ -85,6 +93,8 @@ class Market:
         bar.trades += 1
         trade = {"e": "aggTrade", "E": now_ms, "s": self.symbol, "a": self.trade_id, "p": f"{price}", "q": f"{qty}",
                  "f": self.trade_id, "l": self.trade_id, "T": now_ms, "m": seller_maker}  # fmt: skip
+        if not book:
+            return [trade]
         first = self.update_id + 1
         self.update_id += 1 + k % 3
         bid, ask = f"{90 + k % 10}.00", f"{101 + (k * 7) % 10}.00"
@@ -94,6 +104,8 @@ class Market:
             del self.asks[ask]
         diff = {"e": "depthUpdate", "E": now_ms, "s": self.symbol, "U": first, "u": self.update_id,
                 "b": [[bid, self.bids[bid]]], "a": [[ask, self.asks.get(ask, "0")]]}  # fmt: skip
+        if self.futures:
+            diff["pu"] = first - 1
         return [trade, diff]
 
     def snapshot(self) -> bytes:
@@ -131,13 +143,22 @@ def _row(open_time: int, close_time: int, r: MinuteBar) -> list[object]:
 
 class LiveBinance:
     def __init__(
-        self, symbol: str = "TESTUSDT", *, clock: Callable[[], int] | None = None, tick_interval_s: float = 0.002
+        self,
+        symbol: str = "TESTUSDT",
+        *,
+        clock: Callable[[], int] | None = None,
+        tick_interval_s: float = 0.002,
+        futures: bool = False,
     ) -> None:
-        self.market = Market(symbol)
+        self.market = Market(symbol, futures)
         self.clock = clock or (lambda: int(time.time() * 1000))
         self.tick_interval_s = tick_interval_s
         self.refusing = False
         self.paused = False  # no ticks at all (the market stands still)
+        self.mute_depth = False  # diffs are made (the book changes) but not sent: lost on the wire
+        self.book_frozen = False  # ticks trade without touching the book: no diff is due
+        self.mute_trades = False  # aggTrades are made but not sent
+        self.depth_delay_s = 0.0  # a slow REST: the snapshot is taken when the wait ends
         self.live: list[ServerConnection] = []
         self.connections = 0
         self.max_concurrent = 0
@@ -183,7 +204,8 @@ class LiveBinance:
             stream = self.market.symbol.lower()
             frames = [
                 json.dumps({"stream": f"{stream}@{'aggTrade' if e['e'] == 'aggTrade' else 'depth@100ms'}", "data": e})
-                for e in self.market.tick(k, self.clock())
+                for e in self.market.tick(k, self.clock(), book=not self.book_frozen)
+                if not (self.mute_trades if e["e"] == "aggTrade" else self.mute_depth)
             ]
             for ws in list(self.live):
                 for frame in frames:
@@ -214,8 +236,10 @@ class LiveBinance:
         query = parse_qs(url.query)
         if url.path == "/stream":
             return self._response(503, b"outage") if self.refusing else None
-        if url.path == "/api/v3/depth":
+        if url.path == ("/fapi/v1/depth" if self.market.futures else "/api/v3/depth"):
             self.depth_calls += 1
+            if self.depth_delay_s:
+                await asyncio.sleep(self.depth_delay_s)
             return self._response(200, self.market.snapshot())
         if url.path == "/api/v3/klines":
             self.kline_calls.append(request.path)

@@ -13,6 +13,10 @@ stream connections at 24 h), rotates the connection make-before-break (:mod:`bin
 is lost or counted twice across the switch, and books carry on without a REST snapshot. Any other end of a
 connection is a break: ``on_gap`` is told (per symbol) before the backoff sleep, so the pipeline can treat bars
 spanning the break as partially observed and have them repaired from REST klines.
+
+Snapshots, per-stream silence (a symbol's depth stream stopping while its other streams flow) and the snapshot
+cache live in :mod:`binance_recovery`; the reader notes every diff and trade there and runs its check once the
+earliest stream deadline has passed.
 """
 
 from __future__ import annotations
@@ -27,7 +31,8 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, WebSocketException
 
 from app.market.events import BookUpdate, Liquidation, MarketEvent, Trade
-from app.market.recovery import Backoff, CircuitBreaker, Clock, parse_retry_after
+from app.market.recovery import Backoff, CircuitBreaker, Clock
+from app.market.silence import BOOK, TRADES
 from app.market.tasks import BackgroundRunner, cancelling
 from app.market.venues.binance import (
     DEFAULT_REST_URL,
@@ -36,13 +41,12 @@ from app.market.venues.binance import (
     VENUE_OF,
     MalformedFrameError,
     Market,
-    depth_url,
     is_server_shutdown,
-    parse_depth_snapshot,
     parse_frame,
     stream_url,
 )
 from app.market.venues.binance_limits import ConnectorLimits, ConnectorStats
+from app.market.venues.binance_recovery import BookRecovery
 from app.market.venues.binance_rotation import Rotation
 from app.market.venues.binance_sync import BookSynchroniser, DiffResult
 
@@ -109,11 +113,25 @@ class BinanceConnector(BackgroundRunner):
         # overlap delivers twice is dropped by these. Reset with every new session (a break shares no overlap).
         self._last_trade_id: dict[str, int] = {}
         self._last_liquidation_ts: dict[str, int] = {}
-        self._fetching: dict[str, asyncio.Task[None]] = {}
-        self._last_request: dict[str, float] = {}
         # Serialises "change a book + emit its events" between the reader and snapshot tasks, so the sink sees
         # snapshot, then the buffered diffs, then live diffs, never interleaved.
         self._emit_lock = asyncio.Lock()
+        self.recovery = BookRecovery(
+            market,
+            self.syncs,
+            sink,
+            self._emit_lock,
+            rest_url=self.rest_url,
+            limits=self.limits,
+            stats=self.stats,
+            breaker=self.breaker,
+            clock=clock,
+            wall_clock=wall_clock,
+            sleep=sleep,
+            reconnect=self._replace_connection,
+        )
+        self._silence = self.recovery.silence  # noted per frame: one attribute lookup less
+        self._time_trades = TRADES in self._silence.thresholds  # off by default: skip the per-trade call then
         self._reconnect_requested = asyncio.Event()  # set by force_reconnect(), cleared per connect
         self._task: asyncio.Task[None] | None = None
 
@@ -135,6 +153,13 @@ class BinanceConnector(BackgroundRunner):
         self._reconnect_requested.set()
         if self._ws is not None:
             await self._ws.close()
+
+    async def _replace_connection(self, reason: str) -> None:
+        """A silent stream this connection will not recover (a dead depth stream, a silent trade stream)."""
+        self.stats.silence_reconnects += 1
+        self.stats.last_error = reason
+        logger.warning("binance.stream_silent", extra={"venue": self.venue, "reason": reason})
+        await self.force_reconnect()
 
     async def run(self) -> None:
         """Connect, stream and reconnect until cancelled."""
@@ -187,6 +212,7 @@ class BinanceConnector(BackgroundRunner):
         self._last_liquidation_ts.clear()
         self._shutdown_notice = False
         self._opened_at = self._last_frame_at = self._clock()
+        self.recovery.watch_streams()
         try:
             while not self._reconnect_requested.is_set():
                 await self._step(http)
@@ -196,7 +222,7 @@ class BinanceConnector(BackgroundRunner):
             self.stats.connected = False
             self.stats.disconnects += 1
             self.backoff.on_disconnected()
-            await self._cancel_fetches()
+            await self.recovery.cancel()
             rotation, self._rotation = self._rotation, None
             if rotation is not None:
                 await rotation.abandon()
@@ -211,7 +237,7 @@ class BinanceConnector(BackgroundRunner):
         rotation = await self._rotation_due()
         silence_at = self._last_frame_at + self.limits.silence_timeout_s
         max_age = self.limits.max_connection_age_s
-        wake_at = silence_at
+        wake_at = min(silence_at, self.recovery.next_check)
         if rotation is not None:
             wake_at = min(wake_at, rotation.deadline)
         elif max_age is not None:
@@ -220,10 +246,13 @@ class BinanceConnector(BackgroundRunner):
             async with asyncio.timeout(max(0.0, wake_at - self._clock())):
                 raw = await ws.recv()
         except TimeoutError:
-            if rotation is not None and self._clock() >= rotation.deadline:
+            now = self._clock()
+            if rotation is not None and now >= rotation.deadline:
                 await self._switch(rotation, http, forced=True)
-            elif self._clock() >= silence_at:
+            elif now >= silence_at:
                 raise  # a stale feed: reconnect
+            elif now >= self.recovery.next_check:
+                await self._check_streams(http)
             return
         except ConnectionClosed:
             if self._reconnect_requested.is_set():
@@ -235,8 +264,15 @@ class BinanceConnector(BackgroundRunner):
             return
         self._last_frame_at = self._clock()
         await self._on_frame(raw, http)
+        if self._last_frame_at >= self.recovery.next_check:  # per frame, only this comparison
+            await self._check_streams(http)
         if rotation is not None and rotation.caught_up(self._last_trade_id, self.syncs):
             await self._switch(rotation, http, forced=rotation.full)
+
+    async def _check_streams(self, http: httpx.AsyncClient) -> None:
+        reason = self.recovery.check(http)
+        if reason is not None:
+            await self._replace_connection(reason)
 
     async def _rotation_due(self) -> Rotation | None:
         """The rotation in progress, or a new one if a notice or the connection's age calls for it."""
@@ -282,18 +318,12 @@ class BinanceConnector(BackgroundRunner):
         self.stats.rotations_forced += forced
         for sync in self.syncs.values():
             sync.rebridge()
+        self.recovery.watch_streams()  # the new connection's streams are timed from the switch
         for event in rotation.events:
             await self._on_event(event, http)
         if old is not None:
             await old.close()
         logger.info("binance.rotated", extra={"venue": self.venue, "forced": forced, "buffered": len(rotation.events)})
-
-    async def _cancel_fetches(self) -> None:
-        tasks = list(self._fetching.values())
-        self._fetching.clear()
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
 
     def _parse(self, raw: str | bytes) -> MarketEvent | None:
         """A frame's event for a subscribed symbol; None (counted) for anything else."""
@@ -332,11 +362,17 @@ class BinanceConnector(BackgroundRunner):
 
     async def _on_event(self, event: MarketEvent, http: httpx.AsyncClient) -> None:
         if not isinstance(event, BookUpdate):
-            if isinstance(event, Trade | Liquidation) and self._is_duplicate(event):
+            if isinstance(event, Trade):
+                if self._time_trades:
+                    self._silence.seen(TRADES, event.symbol)
+                if self._is_duplicate(event):
+                    return
+            elif isinstance(event, Liquidation) and self._is_duplicate(event):
                 return
             await self._sink(event)
             return
         sync = self.syncs[event.symbol]
+        self._silence.seen(BOOK, event.symbol)  # before the lock: a probe's verdict sees even a diff still queued
         async with self._emit_lock:
             result = sync.on_diff(event)
             if result is DiffResult.APPLIED:
@@ -344,63 +380,5 @@ class BinanceConnector(BackgroundRunner):
         if result is DiffResult.GAP or result is DiffResult.OVERFLOW:
             self.stats.resyncs += 1
             logger.warning("binance.resync", extra={"symbol": event.symbol, "reason": result.value})
-        if sync.needs_snapshot and event.symbol not in self._fetching:
-            self._fetching[event.symbol] = asyncio.create_task(
-                self._sync_book(sync, http), name=f"{self.venue}-snapshot-{event.symbol}"
-            )
-
-    async def _sync_book(self, sync: BookSynchroniser, http: httpx.AsyncClient) -> None:
-        """Fetch snapshots for one symbol until its book is in sync, within the breaker and resync interval."""
-        symbol = sync.symbol
-        try:
-            while sync.needs_snapshot:
-                last = self._last_request.get(symbol)
-                wait = 0.0 if last is None else last + self.limits.min_resync_interval_s - self._clock()
-                if wait > 0:
-                    await self._sleep(wait)
-                    continue
-                if not self.breaker.allow():
-                    self.stats.breaker_waits += 1
-                    await self._sleep(min(self.limits.breaker_poll_s, max(self.breaker.retry_in(), 0.001)))
-                    continue
-                self._last_request[symbol] = self._clock()
-                await self._fetch_snapshot(sync, http)
-        finally:
-            if self._fetching.get(symbol) is asyncio.current_task():
-                del self._fetching[symbol]
-
-    async def _fetch_snapshot(self, sync: BookSynchroniser, http: httpx.AsyncClient) -> None:
-        url = depth_url(self.rest_url, self.market, sync.symbol, self.limits.snapshot_depth)
-        self.stats.snapshot_requests += 1
-        try:
-            response = await http.get(url, timeout=self.limits.rest_timeout_s)
-        except asyncio.CancelledError:
-            # Cancelled with the connection: no verdict on the venue, so free the half-open probe slot.
-            self.breaker.abandon_probe()
-            raise
-        except httpx.HTTPError as exc:
-            self._snapshot_failed(sync.symbol, None, None, repr(exc))
-            return
-        if response.status_code != 200:
-            retry_after = parse_retry_after(response.headers.get("Retry-After"))
-            self._snapshot_failed(sync.symbol, response.status_code, retry_after, response.reason_phrase)
-            return
-        try:
-            snapshot = parse_depth_snapshot(response.content, self.venue, sync.symbol, int(self._wall_clock() * 1000))
-        except MalformedFrameError as exc:
-            self._snapshot_failed(sync.symbol, response.status_code, None, str(exc))
-            return
-        self.breaker.record_success()
-        async with self._emit_lock:
-            applied = sync.on_snapshot(snapshot)
-            await self._sink(snapshot)
-            for update in applied:
-                await self._sink(update)
-        if sync.needs_snapshot:  # the buffered diffs did not continue this snapshot: go round again
-            self.stats.resyncs += 1
-            logger.warning("binance.resync", extra={"symbol": sync.symbol, "reason": "snapshot_gap"})
-
-    def _snapshot_failed(self, symbol: str, status: int | None, retry_after: float | None, why: str) -> None:
-        self.stats.snapshot_failures += 1
-        self.breaker.record_failure(status, retry_after)
-        logger.warning("binance.snapshot_failed", extra={"symbol": symbol, "status": status, "error": why})
+        if sync.needs_snapshot:
+            self.recovery.resync(sync, http)

@@ -27,6 +27,15 @@ class ConnectorLimits:
     max_connection_age_s: float | None = 23 * 3600 + 50 * 60
     rotation_timeout_s: float = 30.0  # a switch that has not caught up by then happens anyway
     max_rotation_events: int = 10_000  # events buffered from the new connection while the old one catches up
+    # Per-stream silence (the connection's kline updates keep it "alive" when only its depth diffs stop): a book
+    # stream silent this long is probed with a REST snapshot; a trade stream silent this long reconnects. None = off;
+    # trades are off by default because a quiet market legitimately goes minutes without one.
+    book_silence_s: float | None = 30.0
+    trade_silence_s: float | None = None
+    probe_levels: int = 20  # best levels per side a probe compares between the book and the snapshot
+    # A fetched depth snapshot stays reusable by a resync this long (if it bridges the buffer). 0 = off: every resync
+    # fetches, the in-place one after a stale probe included (a second request for the probe's symbol).
+    snapshot_cache_s: float = 10.0
 
 
 @dataclass(slots=True)
@@ -46,6 +55,13 @@ class ConnectorStats:
     rotation_failures: int = 0  # the new connection could not be opened; the old one stayed
     server_shutdowns: int = 0  # serverShutdown notices received
     duplicates: int = 0  # trades and liquidations delivered by both connections of a switch, dropped once
+    # Silent book streams whose book had moved on at the venue: resynced in place (or, the second time in a row with
+    # no diff in between, counted in silence_reconnects too).
+    stale_streams: int = 0
+    quiet_probes: int = 0  # silent book streams whose book was unchanged at the venue: nothing was lost
+    silence_reconnects: int = 0  # connections replaced for a dead book stream or a silent trade stream
+    snapshot_cache_hits: int = 0  # resyncs served by a recent snapshot instead of a REST request
+    snapshot_cache_misses: int = 0  # resyncs that found no usable cached snapshot
     last_frame_at: float | None = None
     last_error: str | None = None  # why the last connection ended or failed (for the feed status)
     backoff_delays: list[float] = field(default_factory=list)

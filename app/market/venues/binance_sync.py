@@ -132,6 +132,35 @@ class BookSynchroniser:
                 break
         return applied
 
+    def can_bridge(self, last_update_id: int) -> bool:
+        """Whether a snapshot with this ``lastUpdateId``, handed to :meth:`on_snapshot` now, would continue the
+        buffered diffs — the test a *cached* snapshot must pass before it replaces a REST request.
+
+        The rule is :meth:`on_snapshot`'s own, applied ahead of time. Buffered diffs the snapshot already contains
+        are skipped (spot ``u <= lastUpdateId``; futures ``u < lastUpdateId``); the first diff left must bridge
+        it (spot ``U <= lastUpdateId + 1``; futures ``U <= lastUpdateId`` or ``pu <= lastUpdateId``). A snapshot
+        older than that diff cannot be bridged: the updates between them were never seen.
+
+        No diff left — an empty buffer, or a snapshot newer than every buffered diff — is accepted: there is
+        nothing to bridge *yet*, exactly as with a REST snapshot that overtook the stream. The book then awaits
+        its bridge and the first live diff is held to the same rule; one that does not continue the snapshot is
+        a gap, sent back to REST. (A resync task starts on a diff it buffers, so the buffer is empty only for the
+        in-place resync after a probe, whose snapshot is milliseconds old.) Only a book awaiting a snapshot can
+        use one: otherwise :meth:`on_snapshot` would ignore it, and this says False.
+        """
+        if self.state is not SyncState.AWAITING_SNAPSHOT:
+            return False
+        futures = self.market == "futures"
+        for update in self._buffer:
+            u = update.last_update_id
+            if u < last_update_id or (u == last_update_id and not futures):
+                continue  # contained in the snapshot: on_snapshot drops it as stale
+            if futures:
+                prev = update.prev_update_id
+                return update.first_update_id <= last_update_id or (prev is not None and prev <= last_update_id)
+            return update.first_update_id <= last_update_id + 1
+        return True
+
     def reset(self) -> None:
         """Forget everything (a new connection): the next diff starts a fresh buffer."""
         self.book.clear()

@@ -1,15 +1,24 @@
 """Asyncio connector for Bybit v5 public (linear): trades, ``orderbook.50`` books and liquidations on one socket.
 
-Per connection the connector owns the socket and one keepalive task; when the connection ends, for whatever reason,
-the task is cancelled and awaited and the socket closed before the backoff sleep, so reconnects leak nothing. A
-:meth:`force_reconnect` request holds until the session ends, so one that comes while the socket is still opening
-(nothing to close yet) is not lost. Events go to an async ``sink``; awaiting it is the backpressure.
+Per connection the connector owns the socket, one keepalive task and (unless every per-stream threshold is off) one
+stream-watch task; when the connection ends, for whatever reason, the tasks are cancelled and awaited and the socket
+closed before the backoff sleep, so reconnects leak nothing. A :meth:`force_reconnect` request holds until the
+session ends, so one that comes while the socket is still opening (nothing to close yet) is not lost. Events go to
+an async ``sink``; awaiting it is the backpressure.
 
 Liveness: Bybit drops clients that stay silent, and documents an application-level ``{"op":"ping"}`` every 20 s.
 A ping whose pong does not arrive within ``pong_timeout_s``, or no frame at all for ``silence_timeout_s``, means a
 stale feed: the connection is closed and re-opened. A book gap is repaired in band by unsubscribing and
 resubscribing its topic (Bybit answers every subscribe with a fresh snapshot); a book that does not recover within
 ``snapshot_timeout_s`` or ``max_resubscribes`` attempts escalates to a reconnect.
+
+Per-stream silence: pongs (and other topics' frames) prove the socket, not that one symbol's ``orderbook`` topic
+still delivers. Each symbol's book (and, if ``trade_silence_s`` is set, its trades) is timed from the subscribe
+(:class:`~app.market.venues.stream_watch.StreamWatch`, restarted by every resubscribe). A book silent for
+``book_silence_s`` is stale: it goes through the gap repair above, so a fresh snapshot replaces it in band, and the
+same snapshot timeout and resubscribe budget escalate to a reconnect if that does not help. A trade resubscribe
+brings no snapshot, so nothing would show whether it worked; silent trades (when that threshold is enabled — it is
+off by default, as a quiet symbol legitimately goes minutes without a trade) therefore reconnect.
 """
 
 from __future__ import annotations
@@ -20,12 +29,14 @@ import logging
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import partial
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, ConnectionClosedOK, WebSocketException
 
-from app.market.events import BookSnapshot, BookUpdate
+from app.market.events import BookSnapshot, BookUpdate, Trade
 from app.market.recovery import Backoff, Clock
+from app.market.silence import BOOK, TRADES
 from app.market.tasks import BackgroundRunner
 from app.market.venues.bybit import (
     DEFAULT_BOOK_DEPTH,
@@ -40,6 +51,7 @@ from app.market.venues.bybit import (
     request,
     topics,
 )
+from app.market.venues.stream_watch import StaleStream, StreamWatch
 from app.market.venues.ws_common import EventSink, FeedStats, Sleep
 
 logger = logging.getLogger(__name__)
@@ -58,6 +70,8 @@ class BybitLimits:
     ping_interval_s: float = 20.0  # Bybit's documented keepalive interval
     pong_timeout_s: float = 10.0
     silence_timeout_s: float = 30.0  # no frame at all (not even a pong) for this long: stale
+    book_silence_s: float | None = 30.0  # one symbol's book topic silent this long: resubscribe it (None: off)
+    trade_silence_s: float | None = None  # one symbol's trades silent this long: reconnect (None: off, quiet markets)
     snapshot_timeout_s: float = 10.0  # a resubscribed book must be back within this
     max_resubscribes: int = 5  # per connection; past it a reconnect resets everything
     max_topics_per_request: int = 10  # Bybit caps args per subscribe request
@@ -74,6 +88,7 @@ class BybitStats(FeedStats):
     pongs: int = 0
     stale_timeouts: int = 0
     resyncs: int = 0
+    stale_streams: int = 0  # silent book/trade streams acted on (resubscribed or reconnected)
 
 
 class BybitConnector(BackgroundRunner):
@@ -110,6 +125,7 @@ class BybitConnector(BackgroundRunner):
         self._resubscribes = 0
         self._awaiting_snapshot: dict[str, float] = {}  # symbol → when its book went invalid
         self._reconnect_requested = asyncio.Event()  # set by force_reconnect(), cleared per connect
+        self._streams = StreamWatch({BOOK: self.limits.book_silence_s, TRADES: self.limits.trade_silence_s}, clock)
         self._task: asyncio.Task[None] | None = None
 
     @property
@@ -165,9 +181,13 @@ class BybitConnector(BackgroundRunner):
                 book.invalidate()
             self._awaiting_snapshot = dict.fromkeys(self.symbols, now)
             keepalive: asyncio.Task[None] | None = None
+            watch: asyncio.Task[None] | None = None
             try:
                 await self._subscribe(ws, "subscribe", self.topics)
+                self._streams.watch_all(self.symbols)
                 keepalive = asyncio.create_task(self._keepalive(ws), name="bybit-keepalive")
+                if self._streams.enabled:
+                    watch = asyncio.create_task(self._streams.run(partial(self._on_stale, ws)), name="bybit-streams")
                 while not self._reconnect_requested.is_set():
                     try:
                         async with asyncio.timeout(limits.silence_timeout_s):
@@ -183,9 +203,11 @@ class BybitConnector(BackgroundRunner):
                 self.stats.connected = False
                 self.stats.disconnects += 1
                 self.backoff.on_disconnected()
-                if keepalive is not None:
-                    keepalive.cancel()
-                    await asyncio.gather(keepalive, return_exceptions=True)
+                self._streams.clear()
+                tasks = [t for t in (keepalive, watch) if t is not None]
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _subscribe(self, ws: ClientConnection, op: str, names: list[str]) -> None:
         step = self.limits.max_topics_per_request
@@ -236,16 +258,20 @@ class BybitConnector(BackgroundRunner):
             if book is None:
                 self.stats.ignored += 1
             elif isinstance(event, BookSnapshot):
+                self._streams.seen(BOOK, event.symbol)
                 book.on_snapshot(event, parsed.seq)
                 self._awaiting_snapshot.pop(event.symbol, None)
                 await self._sink(event)
             elif isinstance(event, BookUpdate):
+                self._streams.seen(BOOK, event.symbol)  # whatever the book makes of it: the topic is flowing
                 result = book.on_update(event, parsed.seq)
                 if result is BookResult.APPLIED:
                     await self._sink(event)
                 elif result is BookResult.GAP:
                     await self._resubscribe_book(event.symbol, ws)
             else:
+                if isinstance(event, Trade):
+                    self._streams.seen(TRADES, event.symbol)
                 await self._sink(event)
 
     def _on_control(self, control: Control) -> None:
@@ -260,15 +286,56 @@ class BybitConnector(BackgroundRunner):
         else:
             self.stats.ignored += 1
 
-    async def _resubscribe_book(self, symbol: str, ws: ClientConnection) -> None:
+    async def _resubscribe_book(self, symbol: str, ws: ClientConnection, *, reason: str = "gap") -> None:
         self.stats.resyncs += 1
         self._resubscribes += 1
-        logger.warning("bybit.resync", extra={"symbol": symbol})
+        logger.warning("bybit.resync", extra={"symbol": symbol, "reason": reason})
         if self._resubscribes > self.limits.max_resubscribes:
             raise BybitFeedError(f"book for {symbol} kept breaking: {self._resubscribes} resubscribes")
+        self.books[symbol].invalidate()  # after a gap it already is; a silent book is no longer trusted either
         self._awaiting_snapshot.setdefault(symbol, self._clock())
+        self._streams.watch(BOOK, [symbol])  # a new subscription: its silence is timed from now
         topic = [book_topic(symbol, self.limits.book_depth)]
         # Unsubscribe first: subscribing to a topic already held is refused, and only a new subscribe brings a
         # new snapshot. Deltas still in flight meanwhile are dropped by the invalid book.
         await self._subscribe(ws, "unsubscribe", topic)
         await self._subscribe(ws, "subscribe", topic)
+
+    async def _on_stale(self, ws: ClientConnection, stale: list[StaleStream]) -> bool:
+        """A silent book is resubscribed in band; silent trades reconnect. False once the connection is going."""
+        try:
+            for stream in stale:
+                if stream.kind == BOOK and stream.symbol in self._awaiting_snapshot:
+                    # Already resubscribed and waiting for its snapshot: the snapshot timeout escalates if need be.
+                    self._log_stale(stream, "await_snapshot", logging.INFO)
+                    continue
+                self.stats.stale_streams += 1
+                if stream.kind == BOOK:
+                    self._log_stale(stream, "resubscribe")
+                    await self._resubscribe_book(stream.symbol, ws, reason="silent")
+                else:
+                    self._log_stale(stream, "reconnect")
+                    self.stats.record_error(f"{stream.kind} of {stream.symbol} silent for {stream.silent_s:.1f} s")
+                    await self.force_reconnect()
+                    return False
+        except BybitFeedError as exc:  # the resubscribe budget is spent: start over on a new connection
+            self.stats.record_error(str(exc))
+            await self.force_reconnect()
+            return False
+        except ConnectionClosed:
+            return False  # the reader sees it too and ends the session
+        return True
+
+    def _log_stale(self, stream: StaleStream, action: str, level: int = logging.WARNING) -> None:
+        silent_s = round(stream.silent_s, 3)
+        logger.log(
+            level,
+            "bybit.stale_stream",
+            extra={
+                "venue": self.venue,
+                "symbol": stream.symbol,
+                "kind": stream.kind,
+                "silent_s": silent_s,
+                "action": action,
+            },
+        )

@@ -1,20 +1,30 @@
 """Asyncio connector for CoinAPI's Market Data WebSocket: ``trade`` and ``book20`` for a fixed set of symbol ids.
 
-Lifecycle: connect, send ``hello``, read. Liveness comes from the server's one-per-second heartbeats: no frame for
-``silence_timeout_s`` means a stale feed and a reconnect. Errors: an ``error`` whose text says the key is invalid
-or out of quota cannot be fixed by retrying, so :meth:`run` returns at once with the reason in ``stats`` (the feed
-status shows it) instead of hammering CoinAPI with a bad key; any other error reconnects with backoff.
+Lifecycle: connect, send ``hello``, read. Errors: an ``error`` whose text says the key is invalid or out of quota
+cannot be fixed by retrying, so :meth:`run` returns at once with the reason in ``stats`` (the feed status shows it)
+instead of hammering CoinAPI with a bad key; any other error reconnects with backoff.
+
+Liveness comes from the server's one-per-second heartbeats: no frame for ``silence_timeout_s`` means a stale feed
+and a reconnect. Heartbeats only prove the socket, not that any one symbol still flows, so each symbol's book
+(``book_silence_s``) and, if enabled, its trades (``trade_silence_s``; off by default, since a quiet market goes
+minutes without a trade) are timed per stream from the subscription
+(:class:`~app.market.venues.stream_watch.StreamWatch`, restarted when a switch brings a new one). A stream silent
+past its threshold reconnects. CoinAPI does offer in-band ``subscribe``/``unsubscribe`` (and a repeated ``hello``
+replaces the scope), but nothing acknowledges them and a book message carries no continuity to check, so an in-band
+resubscribe could not be told apart from one the server ignored, and our client has no per-symbol resubscribe
+path to escalate from. A ``book20`` is whole every time, so a reconnect (a fresh server session and subscription)
+loses nothing an in-band repair would keep.
 
 Server ``reconnect`` notices are handled make-before-break: a second connection is opened and subscribed while the
 first keeps delivering; once the second has delivered a frame (so its subscription is live) it becomes the primary
 and the first is closed. Both deliver the overlap, so trades are de-duplicated by CoinAPI's trade uuid (a bounded
 window of recent uuids); book20 messages are whole snapshots, for which a duplicate is harmless.
 
-Per connection the connector owns at most two sockets and one rotation task; when the session ends, for whatever
-reason, the task is cancelled and every socket closed before the backoff sleep. A :meth:`force_reconnect` request
-holds until the session ends, so one that comes while a socket is still opening (nothing to close yet) is not lost.
-The API key is only ever sent in ``hello``; it is kept out of ``repr``, logs and stats (server error texts are
-redacted before they are stored).
+Per connection the connector owns at most two sockets, one rotation task and one stream-watch task (none if every
+per-stream threshold is off); when the session ends, for whatever reason, the tasks are cancelled and every socket
+closed before the backoff sleep. A :meth:`force_reconnect` request holds until the session ends, so one that comes
+while a socket is still opening (nothing to close yet) is not lost. The API key is only ever sent in ``hello``; it
+is kept out of ``repr``, logs and stats (server error texts are redacted before they are stored).
 """
 
 from __future__ import annotations
@@ -30,8 +40,10 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, ConnectionClosedOK, WebSocketException
 
 from app.market.recovery import Backoff, Clock
+from app.market.silence import BOOK, TRADES
 from app.market.tasks import BackgroundRunner
 from app.market.venues.coinapi import (
+    BOOK_TYPES,
     DATA_TYPES,
     DEFAULT_WS_URL,
     VENUE,
@@ -42,6 +54,7 @@ from app.market.venues.coinapi import (
     parse_message,
     symbol_map,
 )
+from app.market.venues.stream_watch import StaleStream, StreamWatch
 from app.market.venues.ws_common import EventSink, FeedStats, Sleep
 
 logger = logging.getLogger(__name__)
@@ -72,6 +85,8 @@ class CoinApiLimits:
 
     heartbeat: bool = True  # ask for the per-second heartbeat: it is what makes silence detectable
     silence_timeout_s: float = 10.0  # ten missed heartbeats
+    book_silence_s: float | None = 30.0  # one symbol's book silent this long: reconnect (None: off)
+    trade_silence_s: float | None = None  # one symbol's trades silent this long: reconnect (None: off, quiet markets)
     rotation_timeout_s: float = 10.0  # cap on a make-before-break switch (also capped by the notice's window)
     dedup_window: int = 10_000  # recent trade uuids remembered to drop overlap duplicates
     max_book_levels: int = 50  # per side and message
@@ -90,6 +105,7 @@ class CoinApiStats(FeedStats):
     estimated_sides: int = 0  # BUY_ESTIMATED / SELL_ESTIMATED from CoinAPI
     unknown_sides: int = 0  # UNKNOWN, classified here by the tick rule
     fatal: bool = False  # run() gave up (refused key)
+    stale_streams: int = 0  # silent book/trade streams that made the connector reconnect
 
 
 class CoinApiConnector(BackgroundRunner):
@@ -131,6 +147,13 @@ class CoinApiConnector(BackgroundRunner):
         self._rotation: asyncio.Task[None] | None = None
         self._reconnect_requested = asyncio.Event()  # set by force_reconnect(), cleared per connect
         self._task: asyncio.Task[None] | None = None
+        # Only streams subscribed to are timed: no book threshold without a book data type, same for trades.
+        has_books = not BOOK_TYPES.isdisjoint(self.data_types)
+        thresholds = {
+            BOOK: self.limits.book_silence_s if has_books else None,
+            TRADES: self.limits.trade_silence_s if "trade" in self.data_types else None,
+        }
+        self._streams = StreamWatch(thresholds, clock)
 
     def __repr__(self) -> str:
         return f"CoinApiConnector(symbols={self.symbols!r}, ws_url={self.ws_url!r})"  # never the key
@@ -190,11 +213,15 @@ class CoinApiConnector(BackgroundRunner):
         await ws.close()
 
     async def _session(self) -> None:
+        watch: asyncio.Task[None] | None = None
         try:
             self._reconnect_requested.clear()  # a request made before this connect is served by it
             self._primary = await self._open()
             self.stats.connected = True
             self.backoff.on_connected()
+            self._streams.watch_all(self.symbols)
+            if self._streams.enabled:
+                watch = asyncio.create_task(self._streams.run(self._on_stale), name="coinapi-streams")
             while not self._reconnect_requested.is_set():
                 conn = self._primary
                 try:
@@ -216,10 +243,12 @@ class CoinApiConnector(BackgroundRunner):
             was_connected = self.stats.connected
             self.stats.connected = False
             self._primary = None
-            if self._rotation is not None:
-                self._rotation.cancel()
-                await asyncio.gather(self._rotation, return_exceptions=True)
-                self._rotation = None
+            self._streams.clear()
+            tasks = [t for t in (self._rotation, watch) if t is not None]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            self._rotation = None
             for ws in list(self._open_sockets):
                 await self._close(ws)
             if was_connected:
@@ -237,6 +266,8 @@ class CoinApiConnector(BackgroundRunner):
             self.stats.malformed += 1
             return
         if message.event is not None:
+            # Before de-duplication: a duplicate still shows the stream flowing.
+            self._streams.seen(BOOK if message.trade_uuid is None else TRADES, message.event.symbol)
             if message.trade_uuid is not None:
                 if self._is_duplicate(message.trade_uuid):
                     return
@@ -291,5 +322,25 @@ class CoinApiConnector(BackgroundRunner):
             return
         # The new subscription is live: from here on the reader follows it, and the old socket can go.
         self._primary = new
+        self._streams.watch_all(self.symbols)  # a new subscription: its streams are timed from now
         self.stats.rotations += 1
         await self._close(old)
+
+    async def _on_stale(self, stale: list[StaleStream]) -> bool:
+        """Any silent stream reconnects (see the module docstring for why not in band); never keeps watching."""
+        for stream in stale:
+            self.stats.stale_streams += 1
+            logger.warning(
+                "coinapi.stale_stream",
+                extra={
+                    "venue": self.venue,
+                    "symbol": stream.symbol,
+                    "kind": stream.kind,
+                    "silent_s": round(stream.silent_s, 3),
+                    "action": "reconnect",
+                },
+            )
+        first = stale[0]
+        self.stats.record_error(f"{first.kind} of {first.symbol} silent for {first.silent_s:.1f} s")
+        await self.force_reconnect()
+        return False

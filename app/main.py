@@ -26,7 +26,7 @@ from app.core.openapi import add_standard_problems, omit_null_parameters
 from app.core.redis import create_redis
 from app.core.responses import OrjsonResponse
 from app.core.schemas import Problem
-from app.core.serving import DRAIN_SIGNAL
+from app.core.serving import DRAIN_SIGNAL, die_with_supervisor
 from app.health.router import router as health_router
 from app.keys.router import me_router
 from app.keys.router import router as keys_router
@@ -169,5 +169,6 @@ def create_served_app() -> ASGIApp:
     if settings.server is not ServerKind.GRANIAN:
         return app
     install_drain_signal(app.state.lifecycle, DRAIN_SIGNAL)
+    die_with_supervisor()
     wrapped: ASGIApp = wrap_asgi_with_proxy_headers(app, trusted_hosts=settings.forwarded_allow_ips)
     return wrapped

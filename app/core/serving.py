@@ -19,9 +19,11 @@ measures both side by side.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import os
 import signal
+import sys
 import threading
 import time
 from typing import Any
@@ -32,6 +34,8 @@ from app.core.logging import configure_logging
 # Sent by the granian supervisor to each worker when a drain starts (SIGTERM itself means "stop now" to a worker).
 DRAIN_SIGNAL = signal.SIGUSR1
 DRAIN_RESEND_SECONDS = 0.2
+SUPERVISOR_PID_ENV = "DELTAFLOW_SUPERVISOR_PID"  # set by the granian supervisor for its workers
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 APP_FACTORY = "app.main:create_served_app"
 
 log = logging.getLogger("deltaflow.serve")
@@ -115,8 +119,27 @@ def _serve_granian(settings: Settings, host: str, port: int, workers: int) -> in
         backpressure=settings.server_backpressure or None,
     )
     configure_logging(settings)  # after granian's own logging set-up, so its lines come out as ours do
+    os.environ[SUPERVISOR_PID_ENV] = str(os.getpid())
     # Workers inherit this until their app installs its handler: an early drain signal must not kill one (the
     # default action of SIGUSR1 is to terminate).
     signal.signal(DRAIN_SIGNAL, signal.SIG_IGN)
     server.serve()
     return 0
+
+
+def die_with_supervisor() -> bool:
+    """In a granian worker: be sent SIGTERM (a graceful stop) when the supervisor dies, however it dies.
+
+    A supervisor killed with SIGKILL (the OOM killer, a hard stop) would otherwise leave its workers running and
+    still accepting on the shared socket, with no one to stop them. Linux only (``prctl(PR_SET_PDEATHSIG)``);
+    returns whether it is armed. A supervisor that died before this ran is caught by comparing the parent pid.
+    """
+    supervisor = os.environ.get(SUPERVISOR_PID_ENV)
+    if sys.platform != "linux" or supervisor is None:
+        return False
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
+        return False
+    if str(os.getppid()) != supervisor:
+        os.kill(os.getpid(), signal.SIGTERM)
+    return True

@@ -134,3 +134,46 @@ async def test_in_flight_request_finishes_during_shutdown(postgres_url: str, ser
         checks = {check["name"]: check for check in response.json()["checks"]}
         assert checks["database"]["detail"] == "timed out after 2500 ms"
         assert await _wait_for_exit(process, within_seconds=15) == 0
+
+
+def _children(pid: int) -> list[int]:
+    children: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        children += [int(child) for child in (task / "children").read_text().split()]
+    return children
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="PR_SET_PDEATHSIG is Linux-only")
+async def test_granian_workers_stop_when_their_supervisor_is_killed(postgres_url: str) -> None:
+    # SIGKILL cannot be drained; what matters is that no worker is left serving on the port without a supervisor.
+    async with serve(
+        workers=2,
+        env={
+            "DELTAFLOW_DATABASE_URL": postgres_url,
+            "DELTAFLOW_REDIS_URL": TEST_REDIS_URL,
+            "DELTAFLOW_SERVER": "granian",
+        },
+    ) as (process, base_url):
+        for _ in range(100):
+            if len(workers := _children(process.pid)) >= 2:
+                break
+            await asyncio.sleep(0.1)
+        assert len(workers) >= 2
+        process.kill()
+        process.wait(timeout=10)
+        for _ in range(150):
+            if not any(_alive(pid) for pid in workers):
+                break
+            await asyncio.sleep(0.1)
+        assert not any(_alive(pid) for pid in workers), "a worker outlived its supervisor"
+        with pytest.raises(httpx.ConnectError):
+            async with httpx.AsyncClient(base_url=base_url, timeout=2.0) as client:
+                await client.get("/healthz")

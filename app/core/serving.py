@@ -132,14 +132,18 @@ def die_with_supervisor() -> bool:
 
     A supervisor killed with SIGKILL (the OOM killer, a hard stop) would otherwise leave its workers running and
     still accepting on the shared socket, with no one to stop them. Linux only (``prctl(PR_SET_PDEATHSIG)``);
-    returns whether it is armed. A supervisor that died before this ran is caught by comparing the parent pid.
+    returns whether it is armed. Runs while the worker loads the app: a forked worker still carries the
+    supervisor's SIGTERM handler until granian installs its own right after, so SIGTERM is reset to its default
+    (a signal in that window ends a worker that serves nothing yet), and a supervisor that died before the arming
+    is caught by comparing the parent pid.
     """
     supervisor = os.environ.get(SUPERVISOR_PID_ENV)
     if sys.platform != "linux" or supervisor is None:
         return False
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
         return False
     if str(os.getppid()) != supervisor:
-        os.kill(os.getpid(), signal.SIGTERM)
+        os._exit(0)  # orphaned before it served anything: nothing to drain or clean up
     return True

@@ -136,11 +136,12 @@ async def test_in_flight_request_finishes_during_shutdown(postgres_url: str, ser
         assert await _wait_for_exit(process, within_seconds=15) == 0
 
 
-def _children(pid: int) -> list[int]:
-    children: list[int] = []
+def _descendants(pid: int) -> list[int]:
+    found: list[int] = []
     for task in Path(f"/proc/{pid}/task").iterdir():
-        children += [int(child) for child in (task / "children").read_text().split()]
-    return children
+        for child in (task / "children").read_text().split():
+            found += [int(child), *_descendants(int(child))]
+    return found
 
 
 def _alive(pid: int) -> bool:
@@ -163,9 +164,11 @@ async def test_granian_workers_stop_when_their_supervisor_is_killed(postgres_url
         },
     ) as (process, base_url):
         for _ in range(100):
-            if len(workers := _children(process.pid)) >= 2:
+            if len(_descendants(process.pid)) >= 2:
                 break
             await asyncio.sleep(0.1)
+        await asyncio.sleep(1.0)  # both workers serving (the first one answering made `serve` return)
+        workers = _descendants(process.pid)
         assert len(workers) >= 2
         process.kill()
         process.wait(timeout=10)
@@ -174,6 +177,6 @@ async def test_granian_workers_stop_when_their_supervisor_is_killed(postgres_url
                 break
             await asyncio.sleep(0.1)
         assert not any(_alive(pid) for pid in workers), "a worker outlived its supervisor"
-        with pytest.raises(httpx.ConnectError):
+        with pytest.raises(httpx.ConnectError):  # nobody is left holding the port
             async with httpx.AsyncClient(base_url=base_url, timeout=2.0) as client:
                 await client.get("/healthz")

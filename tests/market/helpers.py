@@ -7,7 +7,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from websockets.asyncio.client import ClientConnection
 
@@ -16,6 +16,9 @@ from app.market.recovery import Backoff, CircuitBreaker, Clock
 from app.market.venues.binance import Market
 from app.market.venues.binance_client import BinanceConnector, ConnectorLimits, Sleep
 from tests.market.mock_exchange import MockExchange
+
+if TYPE_CHECKING:
+    from tests.market.mock_binance_live import LiveBinance
 
 WAIT_TIMEOUT_S = 15.0
 
@@ -101,3 +104,21 @@ async def running_connector(
         yield connector, recorder
     finally:
         await connector.stop()
+
+
+def live_connector(
+    mock: LiveBinance, recorder: Recorder, market: Market = "spot", **limits: float | None
+) -> BinanceConnector:
+    """A connector of the live mock's symbol, resyncing without the minimum interval's
+    wait, with a fast backoff; ``limits`` override ConnectorLimits fields."""
+    connector = BinanceConnector(
+        market,
+        [mock.market.symbol],
+        recorder,
+        ws_url=mock.ws_url,
+        rest_url=mock.rest_url,
+        limits=ConnectorLimits(min_resync_interval_s=0.01, **limits),  # type: ignore[arg-type]
+        backoff=fast_backoff(),
+    )
+    recorder.connector = connector
+    return connector

@@ -12,7 +12,7 @@ import pytest
 from app.market.events import BookUpdate, MarketEvent, Trade
 from app.market.venues.binance import is_server_shutdown
 from app.market.venues.binance_client import BinanceConnector, ConnectorLimits
-from tests.market.helpers import GatedConnect, Recorder, fast_backoff, wait_for
+from tests.market.helpers import GatedConnect, Recorder, fast_backoff, live_connector, wait_for
 from tests.market.mock_binance_live import LiveBinance
 
 SYMBOL = "TESTUSDT"
@@ -29,20 +29,6 @@ class SlowRecorder(Recorder):
         if self.delay_s:
             await asyncio.sleep(self.delay_s)
         await super().__call__(event)
-
-
-def _connector(mock: LiveBinance, recorder: Recorder, **limits: float) -> BinanceConnector:
-    connector = BinanceConnector(
-        "spot",
-        [SYMBOL],
-        recorder,
-        ws_url=mock.ws_url,
-        rest_url=mock.rest_url,
-        limits=ConnectorLimits(min_resync_interval_s=0.01, **limits),  # type: ignore[arg-type]
-        backoff=fast_backoff(),
-    )
-    recorder.connector = connector
-    return connector
 
 
 async def _settle(mock: LiveBinance, connector: BinanceConnector) -> None:
@@ -73,7 +59,7 @@ def _assert_book_followed(recorder: Recorder, connector: BinanceConnector, mock:
 async def test_server_shutdown_rotates_make_before_break_with_every_trade_exactly_once() -> None:
     async with LiveBinance(SYMBOL) as mock:
         recorder = Recorder()
-        connector = _connector(mock, recorder)
+        connector = live_connector(mock, recorder)
         connector.start()
         try:
             await wait_for(lambda: len(recorder.of(Trade)) >= 50 and not connector.syncs[SYMBOL].needs_snapshot)
@@ -99,7 +85,7 @@ async def test_the_connection_age_limit_rotates_repeatedly_without_loss_or_doubl
     async with LiveBinance(SYMBOL) as mock:
         recorder = SlowRecorder(delay_s=delay_s)
         # The 24 h limit, scaled down: every 0.3 s the connection is replaced before "the venue" would cut it.
-        connector = _connector(mock, recorder, max_connection_age_s=0.3)
+        connector = live_connector(mock, recorder, max_connection_age_s=0.3)
         connector.start()
         rotating = False
         try:
@@ -121,7 +107,7 @@ async def test_the_connection_age_limit_rotates_repeatedly_without_loss_or_doubl
 async def test_a_rotation_that_cannot_connect_keeps_the_old_connection() -> None:
     async with LiveBinance(SYMBOL) as mock:
         recorder = Recorder()
-        connector = _connector(mock, recorder, max_connection_age_s=0.2, rotation_timeout_s=0.2)
+        connector = live_connector(mock, recorder, max_connection_age_s=0.2, rotation_timeout_s=0.2)
         connector.start()
         try:
             await wait_for(lambda: len(recorder.of(Trade)) >= 20)

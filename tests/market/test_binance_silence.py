@@ -17,10 +17,10 @@ from app.config import Settings
 from app.market.events import BookSnapshot, MarketEvent
 from app.market.sources import Shared, build_source, source_status
 from app.market.venues.binance import Market
-from app.market.venues.binance_client import BinanceConnector, ConnectorLimits
+from app.market.venues.binance_client import BinanceConnector
 from app.market.venues.bybit_client import BybitConnector
 from app.market.venues.coinapi_client import CoinApiConnector
-from tests.market.helpers import Recorder, fast_backoff, wait_for
+from tests.market.helpers import Recorder, live_connector, wait_for
 from tests.market.mock_binance_live import LiveBinance
 
 SYMBOL = "TESTUSDT"
@@ -30,22 +30,6 @@ DETECT_LIMIT_S = 5.0
 
 
 MARKETS = pytest.mark.parametrize("market", ["spot", "futures"])
-
-
-def _connector(
-    mock: LiveBinance, recorder: Recorder, market: Market = "spot", **limits: float | None
-) -> BinanceConnector:
-    connector = BinanceConnector(
-        market,
-        [SYMBOL],
-        recorder,
-        ws_url=mock.ws_url,
-        rest_url=mock.rest_url,
-        limits=ConnectorLimits(min_resync_interval_s=0.01, **limits),  # type: ignore[arg-type]
-        backoff=fast_backoff(),
-    )
-    recorder.connector = connector
-    return connector
 
 
 async def _synced(mock: LiveBinance, connector: BinanceConnector) -> None:
@@ -74,7 +58,7 @@ async def _settle(mock: LiveBinance, connector: BinanceConnector) -> None:
 async def test_a_depth_stream_that_lost_updates_is_resynced_in_place_from_the_probe_snapshot(market: Market) -> None:
     async with LiveBinance(SYMBOL, futures=market == "futures") as mock:
         recorder = Recorder()
-        connector = _connector(mock, recorder, market, book_silence_s=SILENCE_S)
+        connector = live_connector(mock, recorder, market, book_silence_s=SILENCE_S)
         connector.start()
         try:
             await _synced(mock, connector)
@@ -108,7 +92,7 @@ async def test_a_depth_stream_that_lost_updates_is_resynced_in_place_from_the_pr
 async def test_a_quiet_depth_stream_over_an_unchanged_book_is_left_alone() -> None:
     async with LiveBinance(SYMBOL) as mock:
         recorder = Recorder()
-        connector = _connector(mock, recorder, book_silence_s=SILENCE_S)
+        connector = live_connector(mock, recorder, book_silence_s=SILENCE_S)
         connector.start()
         try:
             await _synced(mock, connector)
@@ -126,7 +110,7 @@ async def test_a_quiet_depth_stream_over_an_unchanged_book_is_left_alone() -> No
 
 async def test_a_silent_book_is_checked_on_time_even_when_no_frame_at_all_arrives() -> None:
     async with LiveBinance(SYMBOL) as mock:
-        connector = _connector(mock, Recorder(), book_silence_s=SILENCE_S, silence_timeout_s=60.0)
+        connector = live_connector(mock, Recorder(), book_silence_s=SILENCE_S, silence_timeout_s=60.0)
         connector.start()
         try:
             await _synced(mock, connector)
@@ -155,7 +139,7 @@ class SlowRecorder(Recorder):
 async def test_a_reader_that_is_always_behind_still_checks_its_streams() -> None:
     async with LiveBinance(SYMBOL) as mock:
         recorder = SlowRecorder()
-        connector = _connector(mock, recorder, book_silence_s=SILENCE_S)
+        connector = live_connector(mock, recorder, book_silence_s=SILENCE_S)
         connector.start()
         try:
             await _synced(mock, connector)
@@ -173,7 +157,7 @@ async def test_a_reader_that_is_always_behind_still_checks_its_streams() -> None
 async def test_a_depth_stream_found_stale_twice_without_a_diff_reconnects(market: Market) -> None:
     async with LiveBinance(SYMBOL, futures=market == "futures") as mock:
         recorder = Recorder()
-        connector = _connector(mock, recorder, market, book_silence_s=SILENCE_S)
+        connector = live_connector(mock, recorder, market, book_silence_s=SILENCE_S)
         connector.start()
         try:
             await _synced(mock, connector)
@@ -199,7 +183,7 @@ async def test_a_depth_stream_found_stale_twice_without_a_diff_reconnects(market
 async def test_a_diff_arriving_while_the_probe_is_in_flight_voids_its_verdict() -> None:
     async with LiveBinance(SYMBOL) as mock:
         recorder = Recorder()
-        connector = _connector(mock, recorder, book_silence_s=SILENCE_S)
+        connector = live_connector(mock, recorder, book_silence_s=SILENCE_S)
         connector.start()
         try:
             await _synced(mock, connector)
@@ -222,7 +206,7 @@ async def test_a_diff_arriving_while_the_probe_is_in_flight_voids_its_verdict() 
 @MARKETS
 async def test_a_cached_snapshot_that_bridges_serves_a_resync_after_a_reconnect_without_rest(market: Market) -> None:
     async with LiveBinance(SYMBOL, futures=market == "futures") as mock:
-        connector = _connector(mock, Recorder(), market, book_silence_s=SILENCE_S, snapshot_cache_s=60.0)
+        connector = live_connector(mock, Recorder(), market, book_silence_s=SILENCE_S, snapshot_cache_s=60.0)
         connector.start()
         try:
             await _synced(mock, connector)
@@ -246,7 +230,7 @@ async def test_a_cached_snapshot_that_bridges_serves_a_resync_after_a_reconnect_
 
 async def test_a_cached_snapshot_the_stream_has_moved_past_is_not_used() -> None:
     async with LiveBinance(SYMBOL) as mock:
-        connector = _connector(mock, Recorder(), book_silence_s=SILENCE_S, snapshot_cache_s=60.0)
+        connector = live_connector(mock, Recorder(), book_silence_s=SILENCE_S, snapshot_cache_s=60.0)
         connector.start()
         try:
             await _synced(mock, connector)
@@ -270,7 +254,7 @@ async def test_a_cached_snapshot_the_stream_has_moved_past_is_not_used() -> None
 
 async def test_a_silent_trade_stream_reconnects_when_its_threshold_is_set() -> None:
     async with LiveBinance(SYMBOL) as mock:
-        connector = _connector(mock, Recorder(), trade_silence_s=SILENCE_S)
+        connector = live_connector(mock, Recorder(), trade_silence_s=SILENCE_S)
         connector.start()
         try:
             await _synced(mock, connector)
@@ -287,7 +271,7 @@ async def test_a_silent_trade_stream_reconnects_when_its_threshold_is_set() -> N
 
 async def test_a_silent_trade_stream_is_left_alone_by_default() -> None:
     async with LiveBinance(SYMBOL) as mock:
-        connector = _connector(mock, Recorder(), book_silence_s=SILENCE_S)
+        connector = live_connector(mock, Recorder(), book_silence_s=SILENCE_S)
         assert connector.limits.trade_silence_s is None
         connector.start()
         try:
@@ -310,7 +294,7 @@ async def _ignore(event: MarketEvent) -> None:
     [(30.0, 0.0, 10.0, (30.0, None, 10.0)), (0.0, 5.0, 0.0, (None, 5.0, 0.0))],
     ids=["defaults", "book-off-trades-on-cache-off"],
 )
-async def test_silence_and_cache_settings_reach_every_connector(
+async def test_silence_and_cache_settings_reach_everylive_connector(
     monkeypatch: pytest.MonkeyPatch,
     book_s: float,
     trade_s: float,

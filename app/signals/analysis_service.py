@@ -24,7 +24,7 @@ from app.market.keys import tag
 from app.market.store import read_candles_json
 from app.signals.analysis_compute import AnalysisSpec, compute_analysis
 from app.signals.compute import SignalInput
-from app.signals.service import SignalOutcome, SignalService, etag_of, last_closed_open
+from app.signals.service import SignalOutcome, SignalService, etag_of
 from app.trading.markets import TimeframeInvalid, check_market_feed, market_unavailable
 
 # Bump when the document's shape or the analytics change: old entries are then simply never read.
@@ -68,7 +68,8 @@ class AnalysisService:
         await check_market_feed(self.redis, self.settings, venue, symbol)
         if timeframe not in TIMEFRAMES:
             raise TimeframeInvalid(f"Unknown timeframe {timeframe!r}.", extensions={"valid": list(TIMEFRAMES)})
-        last_closed = await last_closed_open(self.redis, venue, symbol, timeframe)
+        # Read now (not the memo's remembered bar): this path has no BarNotStored fallback to a fresh read.
+        last_closed = await self.signals.memo.last_closed_open(venue, symbol, timeframe, fresh=True)
         bars = query.bars or self.settings.signal_bars
         rows = SignalInput(
             venue, symbol, timeframe, TIMEFRAMES[timeframe], last_closed, bars, include_forming=query.include_forming

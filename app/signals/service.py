@@ -35,7 +35,7 @@ from redis.exceptions import RedisError
 from app.config import Settings
 from app.market.aggregation import TIMEFRAMES
 from app.market.feeds import parse_feeds
-from app.market.keys import FeedKeys, tag
+from app.market.keys import tag
 from app.market.store import read_candles_json, read_feed_status
 from app.signals.compute import BarNotStored, SignalInput, apply_position_size, compute_signal
 from app.signals.memo import SignalMemo
@@ -76,15 +76,6 @@ def etag_of(document: bytes) -> str:
 def cache_key(venue: str, symbol: str, timeframe: str, last_closed_open: int) -> str:
     close = last_closed_open + TIMEFRAMES[timeframe]
     return f"{CACHE_VERSION}:{tag(venue, symbol)}:{timeframe}:{close}"
-
-
-async def last_closed_open(redis: Redis, venue: str, symbol: str, timeframe: str) -> int | None:
-    """Open time of the newest closed bar (one ZRANGE), or None before the first bar closes."""
-    newest = await redis.zrange(FeedKeys(venue, symbol).bars[timeframe], -1, -1)
-    if not newest or not isinstance(newest[0], bytes | str):
-        return None
-    t: int = orjson.loads(newest[0])["t"]
-    return t
 
 
 async def feed_freshness(redis: Redis, venue: str, symbol: str) -> dict[str, Any]:

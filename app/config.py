@@ -82,14 +82,9 @@ class Settings(BaseSettings):
     webhook_batch_size: Annotated[int, Field(ge=1, le=1000)] = 50
 
     # HTTP server. granian (Rust HTTP/1 and I/O, one Python event loop per worker) is the default: measured on the
-    # same app and machine it keeps p99 at 200 connections under 50 ms where uvicorn's workers reach 0.2-1 s
+    # same app and machine, p99 at 200 connections 50-70 ms where uvicorn's workers reach 0.45-1.3 s
     # (bench/bench_signals.py runs both). uvicorn stays selectable, e.g. for a platform without granian wheels.
     server: ServerKind = ServerKind.GRANIAN
-    # granian only: requests a worker's event loop handles at once (the rest wait in granian's Rust queue); 0 =
-    # granian's default (1024 / workers). Lower keeps tail latency down under saturation (64: p99 at 200
-    # connections 35-40 ms instead of ~50, bench_signals) but every open SSE stream holds one of these slots, so
-    # only lower it on instances that do not serve /stream (route those to their own upstream in nginx).
-    server_backpressure: Annotated[int, Field(ge=0, le=100_000)] = 0
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=0, le=65535)] = 8000
     workers: Annotated[int, Field(ge=1, le=64)] = 1

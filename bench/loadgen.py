@@ -20,6 +20,14 @@ class LoadResult:
     p99_ms: float
     errors: int
     tool: str
+    mean_ms: float = float("nan")
+
+    @property
+    def busy_connections(self) -> float:
+        """Little's law: connections with a request in flight on average (requests/s x mean latency). Well below
+        the connection count means some connections were starved, and the percentiles describe only the served
+        ones (a server that shelves part of its clients shows a flattering p99)."""
+        return self.requests_per_second * self.mean_ms / 1000
 
 
 def run_load(
@@ -48,14 +56,19 @@ def _wrk(wrk: str, base_url: str, path: str, connections: int, seconds: float, h
     errors = int(non_2xx.group(1)) if non_2xx else 0
     if socket_errors:
         errors += sum(int(group) for group in socket_errors.groups())
-    return LoadResult(path, rps, p50, p99, errors, "wrk")
+    mean = re.search(r"Latency\s+([\d.]+)(us|ms|s)", output)
+    mean_ms = _to_ms(float(mean.group(1)), mean.group(2)) if mean else float("nan")
+    return LoadResult(path, rps, p50, p99, errors, "wrk", mean_ms)
 
 
 def _wrk_latency(output: str, label: str) -> float:
     match = re.search(rf"{re.escape(label)}\s+([\d.]+)(us|ms|s)", output)
     if match is None:
         return float("nan")
-    value, unit = float(match.group(1)), match.group(2)
+    return _to_ms(float(match.group(1)), match.group(2))
+
+
+def _to_ms(value: float, unit: str) -> float:
     return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
 
 
@@ -94,4 +107,7 @@ async def _python_load(
     def percentile(q: float) -> float:
         return latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000 if latencies else float("nan")
 
-    return LoadResult(path, len(latencies) / elapsed, percentile(0.5), percentile(0.99), errors, "python-asyncio")
+    mean_ms = sum(latencies) / len(latencies) * 1000 if latencies else float("nan")
+    return LoadResult(
+        path, len(latencies) / elapsed, percentile(0.5), percentile(0.99), errors, "python-asyncio", mean_ms
+    )

@@ -116,7 +116,6 @@ def _serve_granian(settings: Settings, host: str, port: int, workers: int) -> in
         log_access=False,  # our RequestContextMiddleware writes the access log (with the request id)
         respawn_failed_workers=True,  # as uvicorn's supervisor does: a crashed worker is replaced, not fatal
         workers_kill_timeout=max(1, int(settings.shutdown_timeout_seconds)),
-        backpressure=settings.server_backpressure or None,
     )
     configure_logging(settings)  # after granian's own logging set-up, so its lines come out as ours do
     os.environ[SUPERVISOR_PID_ENV] = str(os.getpid())

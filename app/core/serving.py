@@ -36,6 +36,8 @@ DRAIN_SIGNAL = signal.SIGUSR1
 DRAIN_RESEND_SECONDS = 0.2
 SUPERVISOR_PID_ENV = "DELTAFLOW_SUPERVISOR_PID"  # set by the granian supervisor for its workers
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
+# Requests a granian worker runs at once beyond its open signal streams (see granian_backpressure).
+REQUEST_HEADROOM = 256
 APP_FACTORY = "app.main:create_served_app"
 
 log = logging.getLogger("deltaflow.serve")
@@ -116,6 +118,7 @@ def _serve_granian(settings: Settings, host: str, port: int, workers: int) -> in
         log_access=False,  # our RequestContextMiddleware writes the access log (with the request id)
         respawn_failed_workers=True,  # as uvicorn's supervisor does: a crashed worker is replaced, not fatal
         workers_kill_timeout=max(1, int(settings.shutdown_timeout_seconds)),
+        backpressure=granian_backpressure(settings),
     )
     configure_logging(settings)  # after granian's own logging set-up, so its lines come out as ours do
     os.environ[SUPERVISOR_PID_ENV] = str(os.getpid())
@@ -124,6 +127,16 @@ def _serve_granian(settings: Settings, host: str, port: int, workers: int) -> in
     signal.signal(DRAIN_SIGNAL, signal.SIG_IGN)
     server.serve()
     return 0
+
+
+def granian_backpressure(settings: Settings) -> int:
+    """How many requests one granian worker runs at once; the rest wait in granian's queue.
+
+    Every open SSE stream holds one of these slots for its whole life. granian's default (1024 / workers) is below
+    `signal_stream_max_per_process` (1000) from two workers on, so a worker full of streams would stop answering
+    everything else; the streams' own cap plus headroom for ordinary requests keeps both working. (Lower values
+    were measured too: they starve part of the connections rather than speed any up.)"""
+    return settings.signal_stream_max_per_process + REQUEST_HEADROOM
 
 
 def die_with_supervisor() -> bool:

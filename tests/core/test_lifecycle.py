@@ -63,3 +63,12 @@ async def test_a_plain_previous_handler_is_called_after_the_drain() -> None:
     os.kill(os.getpid(), signal.SIGTERM)
     await asyncio.sleep(0.1)
     assert calls == [signal.SIGTERM]
+
+
+def test_granian_leaves_room_for_requests_beside_a_full_set_of_streams() -> None:
+    from app.core.serving import REQUEST_HEADROOM, granian_backpressure
+    from tests.conftest import make_settings
+
+    settings = make_settings(signal_stream_max_per_process=1000)
+    assert granian_backpressure(settings) == 1000 + REQUEST_HEADROOM
+    assert granian_backpressure(settings) > 1024 // 2  # granian's own default for two workers would not fit them

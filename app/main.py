@@ -21,7 +21,7 @@ from app.core import fast_lane
 from app.core.db import create_engine, create_session_factory
 from app.core.errors import ROUTE_METHODS_STATE, install_error_handlers
 from app.core.heap import startup_heap_freezer
-from app.core.lifecycle import Lifecycle, install_drain_signal, install_sigterm_drain
+from app.core.lifecycle import Lifecycle, install_drain_signal, install_sigterm_drain, sigterm_drains_worker
 from app.core.logging import configure_logging, get_logger
 from app.core.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from app.core.openapi import add_standard_problems, omit_null_parameters
@@ -65,6 +65,8 @@ def create_app(settings: Settings | None = None, *, handle_sigterm: bool = False
         uninstall_drain: Callable[[], None] | None = None
         if handle_sigterm and settings.server is ServerKind.UVICORN:
             uninstall_drain = install_sigterm_drain(lifecycle, settings.drain_seconds)
+        elif handle_sigterm:
+            uninstall_drain = sigterm_drains_worker(lifecycle)
         lifecycle.mark_started()
         log.info("app.started", environment=settings.environment.value, version=__version__)
         try:

@@ -79,3 +79,26 @@ def install_drain_signal(lifecycle: Lifecycle, signum: int) -> None:
             log.info("shutdown.drain_started")
 
     signal.signal(signum, on_signal)
+
+
+def sigterm_drains_worker(lifecycle: Lifecycle) -> Callable[[], None]:
+    """In a granian worker: SIGTERM sent to the worker itself only starts the drain. Returns an uninstaller.
+
+    A signal to the whole process group (systemd's default KillMode, ``kill -- -PGID``, ``timeout``) reaches the
+    workers as well as the supervisor; granian's own handler would stop a worker at once, before the load balancer
+    has seen `/readyz` turn 503. The supervisor stops its workers with SIGINT after the drain (see
+    :mod:`app.core.serving`), which granian's handler still honours. Must run inside the worker's event loop after
+    granian installed its handlers (the lifespan does): this replaces granian's SIGTERM handler on that loop."""
+    loop = asyncio.get_running_loop()
+
+    def on_sigterm() -> None:
+        if not lifecycle.draining:
+            lifecycle.begin_drain()
+            log.info("shutdown.drain_started", signal="SIGTERM")
+
+    loop.add_signal_handler(signal.SIGTERM, on_sigterm)
+
+    def uninstall() -> None:
+        loop.remove_signal_handler(signal.SIGTERM)
+
+    return uninstall

@@ -8,8 +8,9 @@ answers `/readyz` with 503; after `drain_seconds` the listener closes, in-flight
 - granian: its Rust supervisor owns the main process's signals and would stop the workers at once, so the main
   process here subclasses it: SIGTERM sends :data:`DRAIN_SIGNAL` to every worker (their lifespan turns it into
   the draining state) and only after `drain_seconds` asks granian to stop — which closes the listener and sends
-  the workers SIGTERM; granian lets their in-flight requests finish, killing a worker only after
-  `shutdown_timeout_seconds`. SIGINT (Ctrl-C) still stops at once.
+  the workers SIGINT; granian lets their in-flight requests finish, killing a worker only after
+  `shutdown_timeout_seconds`. A worker that gets SIGTERM itself (a signal to the whole process group, as systemd
+  sends by default) drains too, rather than stopping under the balancer's feet. SIGINT (Ctrl-C) stops at once.
 
 Why granian by default: with 2 workers on a 2-core machine, uvicorn's p99 at 200 connections was 0.2-1 s on the
 cached signal route (and on a trivial app), granian's under 50 ms with more throughput; `bench/bench_signals.py`
@@ -31,7 +32,8 @@ from typing import Any
 from app.config import ServerKind, Settings
 from app.core.logging import configure_logging
 
-# Sent by the granian supervisor to each worker when a drain starts (SIGTERM itself means "stop now" to a worker).
+# Sent by the granian supervisor to each worker when a drain starts: ignored while a worker is still starting (see
+# _serve_granian), where SIGTERM would still end it.
 DRAIN_SIGNAL = signal.SIGUSR1
 DRAIN_RESEND_SECONDS = 0.2
 SUPERVISOR_PID_ENV = "DELTAFLOW_SUPERVISOR_PID"  # set by the granian supervisor for its workers
@@ -107,6 +109,18 @@ def _serve_granian(settings: Settings, host: str, port: int, workers: int) -> in
                 time.sleep(min(DRAIN_RESEND_SECONDS, left))
             super().signal_handler_interrupt(signal.SIGTERM, None)
 
+        def _stop_workers(self) -> None:
+            # SIGINT, not SIGTERM: a worker takes SIGTERM for "drain" (a signal to the whole process group reaches it
+            # too); SIGINT stops it gracefully. granian's own stop follows (its SIGTERM is then harmless) and
+            # brings the join and the kill after shutdown_timeout_seconds.
+            for worker in list(self.wrks):
+                pid = worker.inner.pid
+                if pid is not None and worker.is_alive():
+                    worker.interrupt_by_parent = True
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGINT)
+            super()._stop_workers()
+
     server = DrainingGranian(
         APP_FACTORY,
         address=host,
@@ -140,7 +154,7 @@ def granian_backpressure(settings: Settings) -> int:
 
 
 def die_with_supervisor() -> bool:
-    """In a granian worker: be sent SIGTERM (a graceful stop) when the supervisor dies, however it dies.
+    """In a granian worker: be sent SIGINT (a graceful stop) when the supervisor dies, however it dies.
 
     A supervisor killed with SIGKILL (the OOM killer, a hard stop) would otherwise leave its workers running and
     still accepting on the shared socket, with no one to stop them. Linux only (``prctl(PR_SET_PDEATHSIG)``);
@@ -154,7 +168,7 @@ def die_with_supervisor() -> bool:
         return False
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
+    if libc.prctl(PR_SET_PDEATHSIG, signal.SIGINT, 0, 0, 0) != 0:
         return False
     if str(os.getppid()) != supervisor:
         os._exit(0)  # orphaned before it served anything: nothing to drain or clean up

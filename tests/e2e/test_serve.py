@@ -36,6 +36,7 @@ async def serve(
         env=environment,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        start_new_session=True,  # its own process group, so a test can signal the whole group as systemd does
     )
     base_url = f"http://127.0.0.1:{port}"
     try:
@@ -75,8 +76,12 @@ SERVERS = ["granian", "uvicorn"]
 
 
 @pytest.mark.parametrize("server", SERVERS)
-@pytest.mark.parametrize("workers", [1, 2])
-async def test_sigterm_turns_readiness_off_then_exits_zero(postgres_url: str, workers: int, server: str) -> None:
+@pytest.mark.parametrize(("workers", "whole_group"), [(1, False), (2, False), (2, True)])
+async def test_sigterm_turns_readiness_off_then_exits_zero(
+    postgres_url: str, workers: int, whole_group: bool, server: str
+) -> None:
+    # whole_group: SIGTERM to every process of the server at once (systemd's default KillMode, kill -- -PGID), not
+    # just to the supervisor (docker stop, kubernetes): the workers must drain, not stop at once.
     drain = 2.0
     async with serve(
         workers=workers,
@@ -92,7 +97,10 @@ async def test_sigterm_turns_readiness_off_then_exits_zero(postgres_url: str, wo
             assert ready.status_code == 200
             assert {check["name"] for check in ready.json()["checks"]} == {"database", "redis"}
 
-            process.send_signal(signal.SIGTERM)
+            if whole_group:
+                os.killpg(process.pid, signal.SIGTERM)
+            else:
+                process.send_signal(signal.SIGTERM)
             signalled = time.monotonic()
             # One worker flips at once; uvicorn's multi-worker supervisor relays signals every 0.5 s.
             await asyncio.sleep(0.1 if workers == 1 else 0.7)

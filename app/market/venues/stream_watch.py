@@ -12,10 +12,9 @@ reconnect), which says whether to keep watching.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
-from app.market.recovery import Clock
 from app.market.silence import StreamSilence
 
 
@@ -32,10 +31,6 @@ Remedy = Callable[[list[StaleStream]], Awaitable[bool]]  # returns False when th
 class StreamWatch(StreamSilence):
     """A connection's :class:`StreamSilence` plus the task body that checks it on time."""
 
-    def __init__(self, thresholds: Mapping[str, float | None], clock: Clock) -> None:
-        super().__init__(thresholds, clock)
-        self._clock_fn = clock
-
     @property
     def enabled(self) -> bool:
         """Whether any kind has a threshold (otherwise there is nothing to run)."""
@@ -50,7 +45,7 @@ class StreamWatch(StreamSilence):
     def silent_for(self, kind: str, symbol: str) -> float:
         """Seconds since the stream's last frame (or since it was watched); 0 for one not watched."""
         last = self.last_seen(kind, symbol)
-        return 0.0 if last is None else self._clock_fn() - last
+        return 0.0 if last is None else self._clock() - last
 
     async def run(self, remedy: Remedy) -> None:
         """Hand overdue streams to ``remedy`` until it returns False (or the task is cancelled with its
@@ -58,7 +53,7 @@ class StreamWatch(StreamSilence):
         cap_s = min(self.thresholds.values())
         while True:
             deadline = self.next_deadline()
-            delay = cap_s if deadline is None else min(cap_s, deadline - self._clock_fn())
+            delay = cap_s if deadline is None else min(cap_s, deadline - self._clock())
             await asyncio.sleep(max(0.0, delay))
             due = self.overdue()
             if due and not await remedy(

@@ -28,7 +28,7 @@ from app.core.openapi import add_standard_problems, omit_null_parameters
 from app.core.redis import create_redis
 from app.core.responses import OrjsonResponse
 from app.core.schemas import Problem
-from app.core.serving import DRAIN_SIGNAL, die_with_supervisor
+from app.core.serving import DRAIN_SIGNAL, die_with_supervisor, under_deltaflow_supervisor
 from app.health.router import router as health_router
 from app.keys.router import me_router
 from app.keys.router import router as keys_router
@@ -65,7 +65,7 @@ def create_app(settings: Settings | None = None, *, handle_sigterm: bool = False
         uninstall_drain: Callable[[], None] | None = None
         if handle_sigterm and settings.server is ServerKind.UVICORN:
             uninstall_drain = install_sigterm_drain(lifecycle, settings.drain_seconds)
-        elif handle_sigterm:
+        elif handle_sigterm and under_deltaflow_supervisor():
             uninstall_drain = sigterm_drains_worker(lifecycle)
         lifecycle.mark_started()
         log.info("app.started", environment=settings.environment.value, version=__version__)

@@ -153,6 +153,13 @@ def granian_backpressure(settings: Settings) -> int:
     return settings.signal_stream_max_per_process + REQUEST_HEADROOM
 
 
+def under_deltaflow_supervisor() -> bool:
+    """Whether this process is a worker of `deltaflow serve`'s granian supervisor (which drains, then stops its
+    workers with SIGINT), rather than of granian started by hand on `create_served_app`, whose supervisor stops
+    workers with SIGTERM and would wait forever for a worker that took SIGTERM as "drain"."""
+    return os.environ.get(SUPERVISOR_PID_ENV) is not None
+
+
 def die_with_supervisor() -> bool:
     """In a granian worker: be sent SIGINT (a graceful stop) when the supervisor dies, however it dies.
 

@@ -188,3 +188,43 @@ async def test_granian_workers_stop_when_their_supervisor_is_killed(postgres_url
         with pytest.raises(httpx.ConnectError):  # nobody is left holding the port
             async with httpx.AsyncClient(base_url=base_url, timeout=2.0) as client:
                 await client.get("/healthz")
+
+
+@pytest.mark.parametrize("whole_group", [False, True])
+async def test_factory_under_plain_granian_stops_on_sigterm(postgres_url: str, whole_group: bool) -> None:
+    # `granian --factory app.main:create_served_app` without `deltaflow serve`: granian's own supervisor stops its
+    # workers with SIGTERM, so a worker must not take SIGTERM as "drain and wait for SIGINT" there (it did, and the
+    # server never stopped).
+    port = free_port()
+    environment = {key: value for key, value in os.environ.items() if not key.startswith("DELTAFLOW_")}
+    environment.update({"DELTAFLOW_DATABASE_URL": postgres_url, "DELTAFLOW_REDIS_URL": TEST_REDIS_URL})
+    granian = str(Path(sys.executable).parent / "granian")
+    process = subprocess.Popen(  # noqa: ASYNC220 - the server must be a separate OS process
+        [
+            granian,
+            "--interface",
+            "asgi",
+            "--factory",
+            "--workers",
+            "2",
+            "--port",
+            str(port),
+            "app.main:create_served_app",
+        ],
+        env=environment,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        await _wait_until_live(f"http://127.0.0.1:{port}", process)
+        await asyncio.sleep(1.0)  # both workers up
+        if whole_group:
+            os.killpg(process.pid, signal.SIGTERM)
+        else:
+            process.send_signal(signal.SIGTERM)
+        await _wait_for_exit(process, within_seconds=20)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=10)

@@ -9,7 +9,6 @@ from typing import Any
 
 from fastapi import FastAPI
 from granian.utils.proxies import wrap_asgi_with_proxy_headers
-from starlette.middleware.gzip import GZipMiddleware
 from starlette.routing import compile_path
 from starlette.types import ASGIApp
 
@@ -18,6 +17,7 @@ from app.auth.middleware import AuthMiddleware
 from app.auth.policy import RouteRule, add_security_to_openapi, compile_policy, iter_api_routes
 from app.config import ServerKind, Settings, get_settings
 from app.core import fast_lane
+from app.core.compression import GzipMiddleware
 from app.core.db import create_engine, create_session_factory
 from app.core.errors import ROUTE_METHODS_STATE, install_error_handlers
 from app.core.heap import startup_heap_freezer
@@ -140,9 +140,14 @@ def _add_middleware(app: FastAPI, settings: Settings, policy: tuple[RouteRule, .
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
     app.add_middleware(AuthMiddleware, rules=policy, sunset_warning_days=settings.key_sunset_warning_days)
     if settings.gzip_level > 0:
-        # Starlette's GZipMiddleware is pure ASGI, compresses only for clients sending Accept-Encoding: gzip and
-        # bodies of at least `gzip_min_bytes`, and never buffers event streams (SSE).
-        app.add_middleware(GZipMiddleware, minimum_size=settings.gzip_min_bytes, compresslevel=settings.gzip_level)
+        # Compresses only for clients that accept gzip and bodies of at least `gzip_min_bytes`; never buffers
+        # event streams (SSE). See app.core.compression for why not Starlette's.
+        app.add_middleware(
+            GzipMiddleware,
+            minimum_size=settings.gzip_min_bytes,
+            level=settings.gzip_level,
+            thread_minimum_size=settings.gzip_thread_min_bytes,
+        )
     app.add_middleware(RequestContextMiddleware, access_log_enabled=settings.access_log)
 
 

@@ -14,13 +14,13 @@ from datetime import UTC, datetime
 from email.utils import format_datetime
 
 import structlog
-from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.auth.errors import BEARER_CHALLENGE, ApiKeyAmbiguous, ApiKeyMissing, InsufficientScope
 from app.auth.policy import PROTECTED_PREFIX, RouteRule, match_rule
 from app.auth.principal import Principal
 from app.auth.verifier import KeyVerifier
+from app.core.asgi import append_header
 from app.core.errors import PROBLEM_TYPES, AppError, problem_response
 
 
@@ -102,7 +102,7 @@ class AuthMiddleware:
 
         async def send_with_sunset(message: Message) -> None:
             if message["type"] == "http.response.start":
-                MutableHeaders(scope=message).raw.append((b"sunset", sunset))
+                append_header(message, (b"sunset", sunset))
             await send(message)
 
         return send_with_sunset

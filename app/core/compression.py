@@ -22,6 +22,8 @@ import zlib
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.core.asgi import append_header
+
 VARY = (b"vary", b"Accept-Encoding")
 # Media types never compressed: already compressed, or streams that must not be buffered (SSE).
 _EXCLUDED_PREFIXES = (
@@ -88,7 +90,7 @@ class GzipMiddleware:
 
         async def send_with_vary(message: Message) -> None:
             if message["type"] == "http.response.start":
-                _append_header(message, VARY)
+                append_header(message, VARY)
             await send(message)
 
         await self.app(scope, receive, send_with_vary)
@@ -108,7 +110,7 @@ class _GzipSend:
     async def __call__(self, message: Message) -> None:
         kind = message["type"]
         if kind == "http.response.start":
-            _append_header(message, VARY)
+            append_header(message, VARY)
             self.passthrough = not _compressible(message)
             if self.passthrough:
                 await self.send(message)
@@ -161,14 +163,6 @@ def _compressible(start: Message) -> bool:
         if name == b"content-type" and value.lower().lstrip().startswith(_EXCLUDED_PREFIXES):
             return False
     return True
-
-
-def _append_header(message: Message, header: tuple[bytes, bytes]) -> None:
-    headers = message.get("headers")
-    if isinstance(headers, list):
-        headers.append(header)
-    else:  # absent, or another iterable: ASGI allows any
-        message["headers"] = [*(headers or ()), header]
 
 
 def _mark_encoded(start: Message, length: int | None) -> None:

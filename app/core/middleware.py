@@ -8,14 +8,14 @@ line of defence that turns an unhandled exception into a 500 problem with nothin
 
 from __future__ import annotations
 
+import random
 import re
 import time
-import uuid
 
 import structlog
-from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.core.asgi import append_header
 from app.core.errors import PROBLEM_TYPES, AppError, BodyTooLarge, PayloadTooLarge, problem_response
 from app.core.logging import get_logger
 
@@ -25,6 +25,12 @@ _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 
 access_log = get_logger("deltaflow.access")
 error_log = get_logger("deltaflow.error")
+
+
+def new_request_id() -> str:
+    """32 hex digits from the process's PRNG: ids need to be unique, not secret. `random` reseeds itself from the OS
+    in every forked worker; ``uuid.uuid4()`` read os.urandom on each request (~4 µs against ~0.5 µs here)."""
+    return f"{random.getrandbits(128):032x}"
 
 
 def _incoming_request_id(scope: Scope) -> str | None:
@@ -44,7 +50,7 @@ class RequestContextMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id = _incoming_request_id(scope) or uuid.uuid4().hex
+        request_id = _incoming_request_id(scope) or new_request_id()
         scope.setdefault("state", {})["request_id"] = request_id
         request_id_bytes = request_id.encode("latin-1")
         started = time.perf_counter()
@@ -56,8 +62,7 @@ class RequestContextMiddleware:
             if message["type"] == "http.response.start":
                 response_started = True
                 status_code = message["status"]
-                headers = MutableHeaders(scope=message)
-                headers.raw.append((b"x-request-id", request_id_bytes))
+                append_header(message, (b"x-request-id", request_id_bytes))
             await send(message)
 
         structlog.contextvars.bind_contextvars(request_id=request_id)

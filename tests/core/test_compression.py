@@ -16,7 +16,8 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import Message
 
-from app.core.compression import GzipMiddleware, accepts_gzip
+from app.core.asgi import append_header
+from app.core.compression import VARY, GzipMiddleware, accepts_gzip
 
 BIG = b'{"values":[' + b",".join(str(i).encode() for i in range(2000)) + b"]}"
 MINIMUM = 1000
@@ -199,3 +200,13 @@ async def test_a_large_single_body_is_compressed_off_the_event_loop(monkeypatch:
     compressing_threads.clear()
     assert gzip.decompress((await _get("/big", "gzip")).wire) == BIG  # below the threshold: inline
     assert not compressing_threads
+
+
+@pytest.mark.parametrize("headers", [None, ((b"content-type", b"text/plain"),), [(b"content-type", b"text/plain")]])
+def test_append_header_to_any_header_iterable(headers: object) -> None:
+    message: Message = {"type": "http.response.start", "status": 200}
+    if headers is not None:
+        message["headers"] = headers
+    append_header(message, VARY)
+    assert list(message["headers"])[-1] == VARY
+    assert len(message["headers"]) == (0 if headers is None else 1) + 1

@@ -117,12 +117,13 @@ def _telemetry_off() -> dict[str, Any]:
 
 
 def _include_routers(app: FastAPI, *, served: bool) -> None:
-    # FastAPI tries included routers in order, route by route: the most requested paths go first (probes, the
-    # key check, signals, market data), administration last. Measured: a cached signal spent a third of its
-    # in-process time in route matching when its router came seventh.
+    # FastAPI tries included routers in order, descending into each: the most requested paths go first, the
+    # signals clients poll before even the probes (a load balancer asks a few times a second), administration
+    # last. Measured: a cached signal spent a third of its in-process time in route matching when its router came
+    # seventh, and ~15% more (~25 µs) behind the probe and key-check routers than in front of them.
+    app.include_router(signals_router)
     app.include_router(health_router)
     app.include_router(me_router)
-    app.include_router(signals_router)
     app.include_router(signal_stream_router)
     app.include_router(analysis_router)
     app.include_router(markets_router)

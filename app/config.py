@@ -80,6 +80,9 @@ class Settings(BaseSettings):
     webhook_backoff_base_seconds: Annotated[float, Field(gt=0)] = 2.0
     webhook_backoff_max_seconds: Annotated[float, Field(gt=0)] = 3600.0
     webhook_batch_size: Annotated[int, Field(ge=1, le=1000)] = 50
+    # Webhooks go to public addresses only (no loopback, private, link-local or reserved: see app.tenants.egress);
+    # true for receivers on the operator's own private network.
+    webhook_allow_private_destinations: bool = False
 
     # HTTP server. granian (Rust HTTP/1 and I/O, one Python event loop per worker) is the default: measured on the
     # same app and machine, p99 at 200 connections 50-70 ms where uvicorn's workers reach 0.45-1.3 s

@@ -134,7 +134,13 @@ async def settings(postgres_url: str, redis_client: Redis) -> AsyncIterator[Sett
     """Production-like settings: the real Postgres test database and the real Redis test index.
 
     Background jobs are off here (tests drive them explicitly); tables are emptied after each test."""
-    yield make_settings(database_url=postgres_url, redis_url=TEST_REDIS_URL, background_jobs=False)
+    # Webhook receivers in tests listen on loopback; tests/keys/test_egress.py covers the public-only default.
+    yield make_settings(
+        database_url=postgres_url,
+        redis_url=TEST_REDIS_URL,
+        background_jobs=False,
+        webhook_allow_private_destinations=True,
+    )
     await truncate_all(postgres_url)
 
 

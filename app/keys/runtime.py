@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
 
-import httpx
 from fastapi import FastAPI
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -14,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.auth.verifier import KeyCacheInvalidator, KeyVerifier
 from app.config import Settings
 from app.keys.jobs import ExpiryNotices, flush_last_used, listen_for_invalidations, run_forever
+from app.tenants.egress import webhook_client
 from app.tenants.webhooks import WebhookDeliverer
 
 
@@ -36,7 +36,7 @@ async def start_key_services(
     async def flush() -> int:
         return await flush_last_used(verifier, sessions)
 
-    http = httpx.AsyncClient(follow_redirects=False)
+    http = webhook_client(settings)
     stop_listening = asyncio.Event()
     listener = asyncio.create_task(listen_for_invalidations(redis, verifier, stop_listening), name="auth-invalidations")
     tasks = [

@@ -15,6 +15,7 @@ from app.core.security import derive_secret
 from app.keys.service import Actor
 from app.models import Tenant, WebhookEndpoint
 from app.tenants import repository
+from app.tenants.egress import WebhookDestinationRefused, refused_host
 from app.tenants.schemas import WebhookRead, WebhookUpdate
 
 
@@ -55,6 +56,10 @@ class TenantService:
         return await repository.list_tenants(self.session, limit=limit, offset=offset)
 
     async def put_webhook(self, actor: Actor, data: WebhookUpdate) -> WebhookRead:
+        if not self.settings.webhook_allow_private_destinations:
+            reason = refused_host(data.url.host or "")
+            if reason is not None:
+                raise WebhookDestinationRefused(f"{reason}; webhook URLs must reach a public address.")
         tenant_id = actor.principal.tenant_id
         endpoint = await repository.get_webhook(self.session, tenant_id)
         now = datetime.now(UTC)

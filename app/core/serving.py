@@ -13,7 +13,7 @@ answers `/readyz` with 503; after `drain_seconds` the listener closes, in-flight
   sends by default) drains too, rather than stopping under the balancer's feet. SIGINT (Ctrl-C) stops at once.
 
 Why granian by default: with 2 workers on a 2-core machine, uvicorn's p99 at 200 connections was 0.2-1 s on the
-cached signal route (and on a trivial app), granian's under 50 ms with more throughput; `bench/bench_signals.py`
+cached signal route (and on a trivial app), granian's 55-63 ms with as much or more throughput; `bench/bench_signals.py`
 measures both side by side.
 """
 

@@ -65,11 +65,25 @@ class Settings(BaseSettings):
     auth_local_cache_size: Annotated[int, Field(ge=0, le=1_000_000)] = 10_000
     # A slow Redis must not slow authentication: past this the verifier goes to the database.
     auth_redis_timeout_seconds: Annotated[float, Field(gt=0, le=5)] = 0.25
+    # Rate limit per tenant (all its keys share one token bucket in Redis; see app/auth/ratelimit.py): `burst`
+    # requests at once, refilled at `per_second`. 0 per second switches limiting off. A batch item costs a token.
+    rate_limit_per_second: Annotated[float, Field(ge=0, le=1_000_000)] = 20.0
+    rate_limit_burst: Annotated[int, Field(ge=1, le=10_000_000)] = 100
+    # An instance leases at most `per_second x lease_seconds` tokens at a time, and drops them unspent after this.
+    rate_limit_lease_seconds: Annotated[float, Field(gt=0, le=60)] = 0.5
+    rate_limit_max_tenants: Annotated[int, Field(ge=1, le=1_000_000)] = 10_000  # tenants tracked per instance
     # last_used_at is written in batches, off the request path.
     key_last_used_flush_seconds: Annotated[float, Field(gt=0)] = 30.0
     key_last_used_max_pending: Annotated[int, Field(ge=1)] = 10_000
     keys_page_max: Annotated[int, Field(ge=1, le=1000)] = 100
     audit_page_max: Annotated[int, Field(ge=1, le=1000)] = 200
+    # Usage metering (app/usage): requests are counted in process and added to `usage_counts` every flush period
+    # (the lag of current-day numbers); distinct pending rows are capped (new rows beyond it are dropped and
+    # logged); a report spans at most `usage_max_query_days`; rows older than `usage_retention_days` are pruned.
+    usage_flush_seconds: Annotated[float, Field(gt=0, le=3600)] = 10.0
+    usage_max_pending_rows: Annotated[int, Field(ge=1, le=1_000_000)] = 10_000
+    usage_max_query_days: Annotated[int, Field(ge=1, le=3660)] = 366
+    usage_retention_days: Annotated[int, Field(ge=1, le=36_500)] = 400
 
     # Background jobs: expiry notices and webhook delivery (every instance runs them; rows are claimed safely).
     background_jobs: bool = True

@@ -13,8 +13,10 @@ from starlette.routing import compile_path
 from starlette.types import ASGIApp
 
 from app import __version__
+from app.auth.metering import RATE_LIMITER_STATE, MeteringMiddleware
 from app.auth.middleware import AuthMiddleware
 from app.auth.policy import RouteRule, add_security_to_openapi, compile_policy, iter_api_routes
+from app.auth.ratelimit import rate_limiter_from_settings
 from app.config import ServerKind, Settings, get_settings
 from app.core import fast_lane
 from app.core.compression import GzipMiddleware
@@ -42,6 +44,8 @@ from app.system.router import router as system_router
 from app.tenants.router import router as tenants_router
 from app.trading.markets import router as markets_router
 from app.trading.router import router as trading_router
+from app.usage.router import router as usage_router
+from app.usage.runtime import start_usage_services
 
 log = get_logger(__name__)
 
@@ -62,6 +66,8 @@ def create_app(settings: Settings | None = None, *, handle_sigterm: bool = False
         # In-process market ingestion (`serve --with-ingest`); a Redis lease keeps one ingestor per feed.
         ingestion = start_ingestion(settings, redis) if settings.ingest_in_process else None
         stop_key_services = await start_key_services(app, settings, redis, app.state.session_factory)
+        setattr(app.state, RATE_LIMITER_STATE, rate_limiter_from_settings(settings, redis))
+        stop_usage_services = await start_usage_services(app, settings, app.state.session_factory)
         uninstall_drain: Callable[[], None] | None = None
         if handle_sigterm and settings.server is ServerKind.UVICORN:
             uninstall_drain = install_sigterm_drain(lifecycle, settings.drain_seconds)
@@ -74,6 +80,7 @@ def create_app(settings: Settings | None = None, *, handle_sigterm: bool = False
         finally:
             if uninstall_drain is not None:
                 uninstall_drain()
+            await stop_usage_services()
             await stop_key_services()
             if ingestion is not None:
                 await ingestion.aclose()
@@ -130,6 +137,7 @@ def _include_routers(app: FastAPI, *, served: bool) -> None:
     app.include_router(trading_router)
     app.include_router(keys_router)
     app.include_router(tenants_router)
+    app.include_router(usage_router)
     app.include_router(system_router)
     fast_lane.install(app)
     if served:  # a served process (not tests, which build many apps in one process)
@@ -137,8 +145,10 @@ def _include_routers(app: FastAPI, *, served: bool) -> None:
 
 
 def _add_middleware(app: FastAPI, settings: Settings, policy: tuple[RouteRule, ...]) -> None:
-    # Each add_middleware wraps the previous: request context (outermost) → gzip → auth → body limit → routes.
+    # Each add_middleware wraps the previous: request context (outermost) → gzip → auth → metering (rate limit,
+    # usage) → body limit → routes.
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(MeteringMiddleware)
     app.add_middleware(AuthMiddleware, rules=policy, sunset_warning_days=settings.key_sunset_warning_days)
     if settings.gzip_level > 0:
         # Compresses only for clients that accept gzip and bodies of at least `gzip_min_bytes`; never buffers

@@ -24,7 +24,16 @@ def free_port() -> int:
 @contextmanager
 def running_server(*, workers: int = 2, **env: str) -> Iterator[str]:
     port = free_port()
-    environment = {**os.environ, "DELTAFLOW_ACCESS_LOG": "true", "DELTAFLOW_DRAIN_SECONDS": "0", **env}
+    # The rate limiter stays on (its cost is part of every /v1 request) at a budget the single benchmark tenant,
+    # far above any real tenant's rate, never spends.
+    environment = {
+        **os.environ,
+        "DELTAFLOW_ACCESS_LOG": "true",
+        "DELTAFLOW_DRAIN_SECONDS": "0",
+        "DELTAFLOW_RATE_LIMIT_PER_SECOND": "1000000",
+        "DELTAFLOW_RATE_LIMIT_BURST": "10000000",
+        **env,
+    }
     deltaflow = str(Path(sys.executable).parent / "deltaflow")
     process = subprocess.Popen(
         [deltaflow, "serve", "--port", str(port), "--workers", str(workers)],

@@ -113,7 +113,14 @@ def memory_redis_url() -> str:
 
 
 def make_settings(**overrides: object) -> Settings:
-    base: dict[str, object] = {"log_format": "json", "access_log": True, "drain_seconds": 0.0}
+    # The rate limiter runs in every test, at a budget no test exhausts unless it sets its own.
+    base: dict[str, object] = {
+        "log_format": "json",
+        "access_log": True,
+        "drain_seconds": 0.0,
+        "rate_limit_per_second": 100_000.0,
+        "rate_limit_burst": 1_000_000,
+    }
     base.update(overrides)
     return Settings.model_validate(base)
 

@@ -54,3 +54,13 @@ class AuthUnavailable(AppError):
     title = "Authentication temporarily unavailable"
     status = 503
     description = "Neither the database nor the verification cache could be reached; retry shortly."
+
+
+class RateLimited(AppError):
+    slug = "rate-limited"
+    title = "Rate limit exceeded"
+    status = 429
+    description = (
+        "The tenant spent its request budget (a token bucket shared by all its keys, DELTAFLOW_RATE_LIMIT_*); "
+        "`Retry-After` says when to retry. `RateLimit` and `RateLimit-Policy` headers describe the budget."
+    )

@@ -21,7 +21,10 @@ from app.auth.policy import PROTECTED_PREFIX, RouteRule, match_rule
 from app.auth.principal import Principal
 from app.auth.verifier import KeyVerifier
 from app.core.asgi import append_header
-from app.core.errors import PROBLEM_TYPES, AppError, problem_response
+from app.core.errors import AppError, app_error_response
+
+# Where the middleware leaves the matched route's rule for the layers inside it (usage metering).
+ROUTE_RULE_STATE = "route_rule"
 
 
 def _extract_key(scope: Scope) -> str | None:
@@ -56,28 +59,21 @@ class AuthMiddleware:
             return
         verifier: KeyVerifier = scope["app"].state.key_verifier
         try:
-            principal = await self._authenticate(verifier, scope)
+            principal, rule = await self._authenticate(verifier, scope)
         except AppError as error:
-            headers = dict(error.headers)
-            if error.status == 401:
-                headers.update(BEARER_CHALLENGE)
-            response = problem_response(
-                scope,
-                problem=PROBLEM_TYPES[type(error).slug],
-                detail=error.detail,
-                extensions=error.extensions,
-                headers=headers,
-            )
-            await response(scope, receive, send)
+            challenge = BEARER_CHALLENGE if error.status == 401 else None
+            await app_error_response(scope, error, extra_headers=challenge)(scope, receive, send)
             return
-        scope.setdefault("state", {})["principal"] = principal
+        state = scope.setdefault("state", {})
+        state["principal"] = principal
+        state[ROUTE_RULE_STATE] = rule
         structlog.contextvars.bind_contextvars(key_id=str(principal.key_id), tenant_id=str(principal.tenant_id))
         try:
             await self.app(scope, receive, self._with_sunset(principal, send))
         finally:
             structlog.contextvars.unbind_contextvars("key_id", "tenant_id")
 
-    async def _authenticate(self, verifier: KeyVerifier, scope: Scope) -> Principal:
+    async def _authenticate(self, verifier: KeyVerifier, scope: Scope) -> tuple[Principal, RouteRule | None]:
         raw_key = _extract_key(scope)
         if raw_key is None:
             raise ApiKeyMissing("Send an API key as `Authorization: Bearer <key>` or `X-API-Key: <key>`.")
@@ -92,7 +88,7 @@ class AuthMiddleware:
                     "granted_scopes": sorted(s.value for s in principal.scopes),
                 },
             )
-        return principal
+        return principal, rule
 
     def _with_sunset(self, principal: Principal, send: Send) -> Send:
         expires = principal.expires_at.timestamp()

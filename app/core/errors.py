@@ -190,6 +190,14 @@ def problem_response(
     )
 
 
+def app_error_response(scope: Scope, error: AppError, *, extra_headers: Mapping[str, str] | None = None) -> Response:
+    """The problem response for a raised `AppError`, also for middleware that answers before any route runs."""
+    headers = {**error.headers, **extra_headers} if extra_headers else error.headers
+    return problem_response(
+        scope, problem=PROBLEM_TYPES[error.slug], detail=error.detail, extensions=error.extensions, headers=headers
+    )
+
+
 def request_id_of(scope: Scope) -> str | None:
     state = scope.get("state")
     if isinstance(state, dict):
@@ -226,10 +234,7 @@ def validation_errors(errors: Sequence[Any]) -> list[dict[str, Any]]:
 
 async def _app_error_handler(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, AppError)  # noqa: S101 - registered for AppError only
-    problem = PROBLEM_TYPES[type(exc).slug]
-    return problem_response(
-        request.scope, problem=problem, detail=exc.detail, extensions=exc.extensions, headers=exc.headers
-    )
+    return app_error_response(request.scope, exc)
 
 
 async def _http_error_handler(request: Request, exc: Exception) -> Response:

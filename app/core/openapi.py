@@ -2,9 +2,9 @@
 are optional documented as omitted, not as null.
 
 Some errors do not come from a route but from the stack around it: the auth middleware (401, 403, and 503 when
-neither the database nor Redis can verify a key), the body limit (413), JSON decoding (400), request validation
-(422) and the last-resort handler (500). Declaring them here, from what each operation accepts, keeps the
-document truthful for every route — clients and fuzzers (schemathesis) check responses against it — without
+neither the database nor Redis can verify a key), the rate limit (429), the body limit (413), JSON decoding (400),
+request validation (422) and the last-resort handler (500). Declaring them here, from what each operation accepts,
+keeps the document truthful for every route — clients and fuzzers (schemathesis) check responses against it — without
 each router repeating them. A route's own, more specific declarations are kept.
 """
 
@@ -25,7 +25,7 @@ def _add(operation: dict[str, Any], *statuses: int) -> None:
 
 
 def add_standard_problems(schema: dict[str, Any]) -> None:
-    """Per operation: 500 always; 422 with any input; 400 and 413 with a body; 401, 403, 503 when secured."""
+    """Per operation: 500 always; 422 with any input; 400 and 413 with a body; 401, 403, 429, 503 when secured."""
     for operations in schema.get("paths", {}).values():
         for method, operation in operations.items():
             if method not in HTTP_METHODS:
@@ -36,7 +36,7 @@ def add_standard_problems(schema: dict[str, Any]) -> None:
             if operation.get("requestBody"):
                 _add(operation, 400, 413)
             if operation.get("security"):
-                _add(operation, 401, 403, 503)
+                _add(operation, 401, 403, 429, 503)
             # FastAPI documents its own validation error shape for 422; ours is the problem document.
             unprocessable = operation["responses"].get("422")
             if unprocessable is not None and PROBLEM_MEDIA_TYPE not in unprocessable.get("content", {}):

@@ -26,6 +26,7 @@ class Base(DeclarativeBase):
 from app.models.api_key import ApiKey, KeyExpiryNotice  # noqa: E402
 from app.models.audit_event import AuditEvent  # noqa: E402
 from app.models.tenant import Tenant  # noqa: E402
+from app.models.usage import UsageCount  # noqa: E402
 from app.models.webhook import WebhookDelivery, WebhookEndpoint  # noqa: E402
 
 __all__ = [
@@ -35,6 +36,7 @@ __all__ = [
     "Base",
     "KeyExpiryNotice",
     "Tenant",
+    "UsageCount",
     "WebhookDelivery",
     "WebhookEndpoint",
 ]

@@ -16,6 +16,7 @@ from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
+from app.auth.metering import charge_extra
 from app.auth.policy import require
 from app.auth.scopes import Scope
 from app.core.deps import SettingsDep
@@ -187,7 +188,7 @@ async def signal(request: Request) -> Response:
             "model": BatchResponse,
             "content": {"application/json": {"example": BATCH_EXAMPLE}},
         },
-        **problem_responses(400, 401, 403, 413, 422),
+        **problem_responses(400, 401, 403, 413, 422, 429),
     },
 )
 async def batch(body: BatchRequest, request: Request, service: SignalServiceDep, settings: SettingsDep) -> Response:
@@ -197,6 +198,7 @@ async def batch(body: BatchRequest, request: Request, service: SignalServiceDep,
             [{"type": "too_long", "loc": ("body", "items"), "msg": f"at most {limit} items", "input": None}]
         )
     sizing(body.account_equity, body.risk_pct, where="body")
+    await charge_extra(request.scope, len(body.items) - 1)  # each item costs a request's token
     gate = asyncio.Semaphore(settings.signal_batch_concurrency)
     base = f"{request.url.path}#/items/"
     request_id = request_id_of(request.scope)

@@ -88,6 +88,10 @@ async def test_schemathesis_finds_no_server_error_and_no_schema_violation(
         "DELTAFLOW_ACCESS_LOG": "false",
         "DELTAFLOW_LOG_LEVEL": "WARNING",
         "DELTAFLOW_BACKGROUND_JOBS": "false",
+        # The fuzzer is one tenant sending thousands of requests: a budget it never spends keeps it exploring the
+        # routes rather than the 429 (which tests/keys/test_ratelimit.py covers).
+        "DELTAFLOW_RATE_LIMIT_PER_SECOND": "100000",
+        "DELTAFLOW_RATE_LIMIT_BURST": "1000000",
     }
     async with serve(workers=1, env=env) as (_process, base_url):
         fuzzer = await asyncio.create_subprocess_exec(

@@ -78,6 +78,11 @@ async def _audit(make_key: MakeKey, caller: IssuedKey, tenant: str) -> Call:
     return Call("/v1/audit")
 
 
+async def _usage(make_key: MakeKey, caller: IssuedKey, tenant: str) -> Call:
+    target = await make_key(Role.READER, tenant=tenant)
+    return Call(f"/v1/usage?tenant_id={target.tenant_id}&group_by=key")
+
+
 async def _analyze(make_key: MakeKey, caller: IssuedKey, tenant: str) -> Call:
     return Call("/v1/analyze", {"candles": _candles(), "modules": ["cvd"]})
 
@@ -125,6 +130,7 @@ REQUESTS: dict[tuple[str, str], tuple[Factory, bool]] = {
     ("GET", "/v1/tenants"): (_list_tenants, False),
     ("PUT", "/v1/webhook"): (_put_webhook, False),
     ("GET", "/v1/audit"): (_audit, False),
+    ("GET", "/v1/usage"): (_usage, True),
     ("POST", "/v1/analyze"): (_analyze, False),
     ("GET", "/v1/markets"): (_markets, False),
     ("GET", "/v1/candles/{venue}/{symbol}"): (_candles_route, False),

@@ -1,0 +1,93 @@
+"""What an authenticated `/v1` request costs its tenant: rate-limit tokens in, a usage count out (pure ASGI).
+
+Sits right inside `AuthMiddleware`, which leaves the principal and the matched route rule on the scope. Per
+request: spend one token of the tenant's bucket (`app.auth.ratelimit`; refused → 429 problem with `Retry-After`),
+add `RateLimit` / `RateLimit-Policy` headers to the response, and count the request by tenant, key, route template
+and final status in the in-process usage meter (flushed to the database in batches, off the request path).
+A refused request is counted too: tenants see how often they were throttled.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from typing import Protocol
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.auth.errors import RateLimited
+from app.auth.middleware import ROUTE_RULE_STATE
+from app.auth.principal import Principal
+from app.auth.ratelimit import POLICY_NAME, RateLimiter
+from app.core.asgi import append_header
+from app.core.errors import app_error_response
+
+RATE_LIMITER_STATE = "rate_limiter"
+USAGE_METER_STATE = "usage_meter"
+UNMATCHED_ROUTE = "unmatched"
+
+
+class UsageRecorder(Protocol):
+    def record(self, tenant_id: uuid.UUID, key_id: uuid.UUID, route: str, status: int) -> None: ...
+
+
+class MeteringMiddleware:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        state = scope.get("state")
+        principal = state.get("principal") if scope["type"] == "http" and state else None
+        if not isinstance(principal, Principal):  # not /v1, or refused by the auth middleware already
+            await self.app(scope, receive, send)
+            return
+        app_state = scope["app"].state
+        assert state is not None  # noqa: S101 - the principal came from it
+        limiter: RateLimiter | None = getattr(app_state, RATE_LIMITER_STATE, None)
+        meter: UsageRecorder | None = getattr(app_state, USAGE_METER_STATE, None)
+        rule = state.get(ROUTE_RULE_STATE)
+        route = f"{scope['method']} {rule.path}" if rule is not None else UNMATCHED_ROUTE
+        rate_headers: tuple[tuple[bytes, bytes], ...] = ()
+        if limiter is not None:
+            try:
+                remaining = await limiter.acquire(principal.tenant_id)
+            except RateLimited as refusal:
+                if meter is not None:
+                    meter.record(principal.tenant_id, principal.key_id, route, refusal.status)
+                await app_error_response(scope, refusal)(scope, receive, send)
+                return
+            policy = limiter.policy
+            reset = math.ceil(max(policy.burst - remaining, 0) / policy.per_second)
+            rate_headers = (
+                (b"ratelimit", f'"{POLICY_NAME}";r={remaining};t={reset}'.encode("latin-1")),
+                (b"ratelimit-policy", limiter.policy_header),
+            )
+        if meter is None and not rate_headers:
+            await self.app(scope, receive, send)
+            return
+        status = 500  # what the client gets if the app raises before it responds
+
+        async def send_metered(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                if status != RateLimited.status:  # a 429 from inside (`charge_extra`) carries its own
+                    for header in rate_headers:
+                        append_header(message, header)
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_metered)
+        finally:
+            if meter is not None:
+                meter.record(principal.tenant_id, principal.key_id, route, status)
+
+
+async def charge_extra(scope: Scope, tokens: int) -> None:
+    """Spend `tokens` more of the caller's budget, for a request that does the work of several (a batch item
+    costs what a single request does). Raises `RateLimited` (→ 429) when the bucket does not hold them all; nothing
+    is spent then."""
+    limiter: RateLimiter | None = getattr(scope["app"].state, RATE_LIMITER_STATE, None)
+    principal = scope.get("state", {}).get("principal")
+    if limiter is not None and tokens > 0 and isinstance(principal, Principal):
+        await limiter.acquire(principal.tenant_id, tokens)

@@ -1,0 +1,48 @@
+"""Start and stop usage metering: the in-process meter and its flush (and retention) job."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+
+from fastapi import FastAPI
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.config import Settings
+from app.keys.jobs import run_forever
+from app.usage.meter import UsageMeter
+from app.usage.retention import UsageRetention
+
+
+async def start_usage_services(
+    app: FastAPI, settings: Settings, sessions: async_sessionmaker[AsyncSession]
+) -> Callable[[], Awaitable[None]]:
+    """Sets `app.state.usage_meter` (read by the metering middleware) and starts its flush job; returns the
+    matching shutdown coroutine, which stops the job and flushes what is left."""
+    meter = UsageMeter(settings.usage_max_pending_rows)
+    app.state.usage_meter = meter
+    # Pruning is a background job like expiry notices (off where DELTAFLOW_BACKGROUND_JOBS is false); flushing is
+    # not optional: the counts live only in this process until flushed.
+    retention = UsageRetention(settings.usage_retention_days, meter.today) if settings.background_jobs else None
+    in_flight: set[asyncio.Future[int]] = set()
+
+    async def step() -> None:
+        # Shielded: a flush cancelled halfway would lose its batch (already swapped out of the meter), and merging
+        # it back is wrong if the commit had gone through. Shutdown waits for it instead.
+        flush = asyncio.ensure_future(meter.flush(sessions))
+        in_flight.add(flush)
+        flush.add_done_callback(in_flight.discard)
+        await asyncio.shield(flush)
+        if retention is not None:
+            await retention.prune_if_due(sessions)
+
+    task = asyncio.create_task(run_forever("usage", settings.usage_flush_seconds, step), name="usage-flush")
+
+    async def stop() -> None:
+        task.cancel()
+        await asyncio.gather(task, *in_flight, return_exceptions=True)
+        with contextlib.suppress(Exception):  # best effort: the database may be what is going away
+            await meter.flush(sessions)
+
+    return stop

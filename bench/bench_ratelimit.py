@@ -12,6 +12,7 @@ Redis round trips than the naive alternative.
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import socket
 import sys
@@ -97,7 +98,7 @@ async def main() -> None:
     print(f"rate-limit cost per request, in-process, best of {ROUNDS} (real Redis on loopback)")
     print(f"{'variant':<40} {'us/request':>11} {'Redis calls / 1000 req':>23}")
     for label, cost, calls in rows:
-        shown = "-" if calls != calls else f"{calls:.1f}"
+        shown = "-" if math.isnan(calls) else f"{calls:.1f}"
         print(f"{label:<40} {cost:>11.2f} {shown:>23}")
     leased, naive = rows[0], rows[1]
     print(

@@ -19,6 +19,8 @@ DEFAULT_DEV_SECRET = "dev-insecure-change-me"  # noqa: S105 - a documented place
 
 EMBEDDED_DATABASE_URL = "sqlite+aiosqlite:///./var/deltaflow.db"
 EMBEDDED_REDIS_URL = "memory://"
+# The slowest refill a rate limit may have (one request per 1 000 s): slower ones overflow the bucket arithmetic.
+MIN_RATE_LIMIT_PER_SECOND = 0.001
 
 
 class Environment(StrEnum):
@@ -219,6 +221,13 @@ class Settings(BaseSettings):
     # The simulated `sim` venue: mean trades per second and the seed of its random walk.
     sim_rate: Annotated[float, Field(gt=0, le=1_000_000)] = 20.0
     sim_seed: int = 1
+
+    @field_validator("rate_limit_per_second")
+    @classmethod
+    def _rate_or_off(cls, value: float) -> float:
+        if 0 < value < MIN_RATE_LIMIT_PER_SECOND:
+            raise ValueError(f"must be 0 (no default limit) or at least {MIN_RATE_LIMIT_PER_SECOND}")
+        return value
 
     @field_validator("feeds")
     @classmethod

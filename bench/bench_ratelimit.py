@@ -53,7 +53,8 @@ async def _per_request_us(limiter: RateLimiter, requests: int, expect_refusal: b
     for _ in range(ROUNDS):
         tenant = uuid.uuid4()
         if expect_refusal:  # spend the bucket, then measure the refusals
-            for _ in range(limiter.policy.burst + 1):
+            assert limiter.default_policy is not None
+            for _ in range(limiter.default_policy.burst + 1):
                 try:
                     await limiter.acquire(tenant)
                 except RateLimited:

@@ -18,7 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from app.auth.errors import RateLimited
 from app.auth.middleware import ROUTE_RULE_STATE
 from app.auth.principal import Principal
-from app.auth.ratelimit import POLICY_NAME, RateLimiter
+from app.auth.ratelimit import POLICY_NAME, RateLimiter, RateLimitPolicy
 from app.core.asgi import append_header
 from app.core.errors import app_error_response
 
@@ -48,19 +48,19 @@ class MeteringMiddleware:
         rule = state.get(ROUTE_RULE_STATE)
         route = f"{scope['method']} {rule.path}" if rule is not None else UNMATCHED_ROUTE
         rate_headers: tuple[tuple[bytes, bytes], ...] = ()
-        if limiter is not None:
+        policy = policy_of(principal, limiter)
+        if limiter is not None and policy is not None:
             try:
-                remaining = await limiter.acquire(principal.tenant_id)
+                remaining = await limiter.acquire(principal.tenant_id, policy=policy)
             except RateLimited as refusal:
                 if meter is not None:
                     meter.record(principal.tenant_id, principal.key_id, route, refusal.status)
                 await app_error_response(scope, refusal)(scope, receive, send)
                 return
-            policy = limiter.policy
             reset = math.ceil(max(policy.burst - remaining, 0) / policy.per_second)
             rate_headers = (
                 (b"ratelimit", f'"{POLICY_NAME}";r={remaining};t={reset}'.encode("latin-1")),
-                (b"ratelimit-policy", limiter.policy_header),
+                (b"ratelimit-policy", policy.header),
             )
         if meter is None and not rate_headers:
             await self.app(scope, receive, send)
@@ -89,5 +89,14 @@ async def charge_extra(scope: Scope, tokens: int) -> None:
     is spent then."""
     limiter: RateLimiter | None = getattr(scope["app"].state, RATE_LIMITER_STATE, None)
     principal = scope.get("state", {}).get("principal")
-    if limiter is not None and tokens > 0 and isinstance(principal, Principal):
-        await limiter.acquire(principal.tenant_id, tokens)
+    if tokens > 0 and isinstance(principal, Principal):
+        policy = policy_of(principal, limiter)
+        if limiter is not None and policy is not None:
+            await limiter.acquire(principal.tenant_id, tokens, policy=policy)
+
+
+def policy_of(principal: Principal, limiter: RateLimiter | None) -> RateLimitPolicy | None:
+    """The tenant's own budget, else the service default (None: not limited)."""
+    if limiter is None:
+        return None
+    return principal.rate_limit or limiter.default_policy

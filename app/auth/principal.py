@@ -6,6 +6,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
+from app.auth.ratelimit import RateLimitPolicy
 from app.auth.scopes import Role, Scope
 
 
@@ -17,6 +18,7 @@ class Principal:
     scopes: frozenset[Scope]
     expires_at: datetime
     name: str
+    rate_limit: RateLimitPolicy | None = None  # the tenant's own budget; None: the service default
 
     @property
     def is_operator(self) -> bool:

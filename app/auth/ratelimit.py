@@ -23,7 +23,7 @@ import math
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -74,28 +74,34 @@ return {granted, math.floor(tokens), wait}
 
 @dataclass(frozen=True, slots=True)
 class RateLimitPolicy:
+    """A tenant's budget: `burst` requests at once, refilled at `per_second`. The service default comes from the
+    settings; a tenant's own (set by an operator) travels with its keys' cached verification."""
+
     per_second: float
     burst: int
+    # `RateLimit-Policy` (draft-ietf-httpapi-ratelimit-headers): `burst` requests per refill window, encoded once.
+    header: bytes = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "header", f'"{POLICY_NAME}";q={self.burst};w={self.window_seconds}'.encode())
 
     @property
     def window_seconds(self) -> int:
         """Time for an empty bucket to fill: the `w` of `RateLimit-Policy`."""
         return max(1, math.ceil(self.burst / self.per_second))
 
-    def header(self) -> bytes:
-        """`RateLimit-Policy` (draft-ietf-httpapi-ratelimit-headers): `burst` requests per refill window."""
-        return f'"{POLICY_NAME}";q={self.burst};w={self.window_seconds}'.encode("latin-1")
-
 
 class _Allowance:
     """One tenant's state in this process."""
 
     __slots__ = (
-        "expires", "lease", "local_at", "local_tokens", "next_lease", "remaining", "retry_at", "retry_cost", "tokens",
-        "waiting"
+        "expires", "lease", "local_at", "local_tokens", "max_lease", "next_lease", "policy", "remaining", "retry_at",
+        "retry_cost", "tokens", "waiting"
     )  # fmt: skip
 
-    def __init__(self) -> None:
+    def __init__(self, policy: RateLimitPolicy, max_lease: int) -> None:
+        self.policy = policy
+        self.max_lease = max_lease  # at most rate x lease_seconds tokens per lease
         self.tokens = 0  # leased, not yet spent
         self.expires = 0.0  # monotonic time the lease lapses
         self.remaining = 0  # the shared bucket's level after our last lease (for the RateLimit header)
@@ -112,17 +118,15 @@ class RateLimiter:
     def __init__(
         self,
         redis: Redis,
-        policy: RateLimitPolicy,
+        default_policy: RateLimitPolicy | None,
         *,
         lease_seconds: float,
         redis_timeout_seconds: float,
         max_tenants: int,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.policy = policy
-        self.policy_header = policy.header()
+        self.default_policy = default_policy  # None: only tenants with a policy of their own are limited
         self._redis_timeout = redis_timeout_seconds
-        self._max_lease = max(1, min(policy.burst, math.floor(policy.per_second * lease_seconds)))
         self._lease_seconds = lease_seconds
         self._max_tenants = max_tenants
         self._clock = clock
@@ -136,17 +140,25 @@ class RateLimiter:
         allowance = self._allowances.get(tenant_id)
         return 0 if allowance is None else allowance.tokens + allowance.remaining
 
-    async def acquire(self, tenant_id: uuid.UUID, cost: int = 1) -> int:
-        """Spend `cost` tokens (capped at the burst: a request larger than the bucket could never pass); returns
-        the tokens left. Raises `RateLimited` with the seconds to wait."""
-        cost = min(max(cost, 1), self.policy.burst)
+    async def acquire(self, tenant_id: uuid.UUID, cost: int = 1, policy: RateLimitPolicy | None = None) -> int:
+        """Spend `cost` tokens of the tenant's bucket under `policy` (default: the service's), capped at its burst
+        (a request larger than the bucket could never pass); returns the tokens left. Raises `RateLimited` with
+        the seconds to wait."""
+        policy = policy or self.default_policy
+        if policy is None:
+            raise ValueError("no rate-limit policy: neither the tenant's nor a default")
+        cost = min(max(cost, 1), policy.burst)
         allowance = self._allowances.get(tenant_id)
         now = self._clock()
         if allowance is not None and allowance.tokens >= cost and now < allowance.expires:
             allowance.tokens -= cost  # the hot path: no I/O, no allocation
             return allowance.tokens + allowance.remaining
         if allowance is None:
-            allowance = self._new_allowance(tenant_id, now)
+            allowance = self._new_allowance(tenant_id, now, policy)
+        elif allowance.policy != policy:  # an operator changed the tenant's budget: it applies from this lease on
+            allowance.policy, allowance.max_lease = policy, self._max_lease(policy)
+            allowance.next_lease = min(allowance.next_lease, allowance.max_lease)
+            allowance.retry_at, allowance.local_tokens = 0.0, -1.0
         if now >= allowance.expires and allowance.tokens:
             allowance.tokens = 0  # lapsed unspent: drop them (they are not returned); the next lease is smaller
             allowance.next_lease = max(1, allowance.next_lease // 2)
@@ -157,7 +169,7 @@ class RateLimiter:
                 allowance.tokens -= cost
                 return allowance.tokens + allowance.remaining
             if now < allowance.retry_at and cost >= allowance.retry_cost:
-                raise self._refusal(allowance.retry_at - now)
+                raise _refusal(policy, allowance.retry_at - now)
             if now < self._redis_down_until:
                 return self._spend_locally(allowance, cost, now)
             if allowance.lease is None:
@@ -169,18 +181,18 @@ class RateLimiter:
             finally:
                 allowance.waiting -= 1
             now = self._clock()
-        raise self._refusal(max(allowance.retry_at - now, 1 / self.policy.per_second))
+        raise _refusal(policy, max(allowance.retry_at - now, 1 / policy.per_second))
 
     async def _lease(self, tenant_id: uuid.UUID, allowance: _Allowance, cost: int) -> None:
         try:
             # Enough for every request waiting on this lease (a burst of a new tenant), within the lease bound.
-            want = max(cost, min(max(allowance.next_lease, allowance.waiting), self._max_lease))
+            want = max(cost, min(max(allowance.next_lease, allowance.waiting), allowance.max_lease))
             unspent = allowance.tokens
             try:
                 async with asyncio.timeout(self._redis_timeout):
                     granted, left, wait_ms = await self._script(
                         keys=[bucket_key(tenant_id)],
-                        args=[self.policy.per_second, self.policy.burst, want, max(cost - unspent, 1)],
+                        args=[allowance.policy.per_second, allowance.policy.burst, want, max(cost - unspent, 1)],
                     )
             except (RedisError, OSError, TimeoutError) as exc:
                 log.warning("ratelimit.redis_unavailable", error=type(exc).__name__)
@@ -188,7 +200,7 @@ class RateLimiter:
                 return
             now = self._clock()
             if allowance.tokens == 0 and now < allowance.expires:
-                allowance.next_lease = min(allowance.next_lease * 2, self._max_lease)  # spent before it lapsed
+                allowance.next_lease = min(allowance.next_lease * 2, allowance.max_lease)  # spent before it lapsed
             allowance.tokens += int(granted)
             allowance.remaining = int(left)
             allowance.expires = now + self._lease_seconds
@@ -199,18 +211,21 @@ class RateLimiter:
 
     def _spend_locally(self, allowance: _Allowance, cost: int, now: float) -> int:
         """The per-instance bucket used while Redis is unreachable."""
-        policy = self.policy
+        policy = allowance.policy
         if allowance.local_tokens < 0:
             allowance.local_tokens, allowance.local_at = float(policy.burst), now
         level = min(policy.burst, allowance.local_tokens + (now - allowance.local_at) * policy.per_second)
         allowance.local_at = now
         if level < cost:
             allowance.local_tokens = level
-            raise self._refusal((cost - level) / policy.per_second)
+            raise _refusal(policy, (cost - level) / policy.per_second)
         allowance.local_tokens = level - cost
         return int(allowance.local_tokens)
 
-    def _new_allowance(self, tenant_id: uuid.UUID, now: float) -> _Allowance:
+    def _max_lease(self, policy: RateLimitPolicy) -> int:
+        return max(1, min(policy.burst, math.floor(policy.per_second * self._lease_seconds)))
+
+    def _new_allowance(self, tenant_id: uuid.UUID, now: float, policy: RateLimitPolicy) -> _Allowance:
         if len(self._allowances) >= self._max_tenants and now - self._swept_at >= SWEEP_INTERVAL_SECONDS:
             # Forget idle tenants (nothing leased, nothing refused, no lease in flight); their buckets live on in
             # Redis, so forgetting costs one extra lease, never a looser limit. At most one sweep a second: with
@@ -219,35 +234,37 @@ class RateLimiter:
             for key, idle in list(self._allowances.items()):
                 if idle.lease is None and (idle.tokens == 0 or now >= idle.expires) and now >= idle.retry_at:
                     del self._allowances[key]
-        allowance = _Allowance()
+        allowance = _Allowance(policy, self._max_lease(policy))
         if len(self._allowances) < self._max_tenants:
             self._allowances[tenant_id] = allowance
         return allowance
 
-    def _refusal(self, wait_seconds: float) -> RateLimited:
-        retry_after = max(1, math.ceil(wait_seconds))
-        return RateLimited(
-            f"Rate limit exceeded: {self.policy.burst} requests in a burst, refilled at {self.policy.per_second:g}"
-            f" per second, shared by every key of the tenant. Retry in {retry_after} s.",
-            extensions={
-                "retry_after_seconds": retry_after,
-                "limit": {"per_second": self.policy.per_second, "burst": self.policy.burst},
-            },
-            headers={
-                "retry-after": str(retry_after),
-                "ratelimit": f'"{POLICY_NAME}";r=0;t={retry_after}',
-                "ratelimit-policy": self.policy_header.decode("latin-1"),
-            },
-        )
+
+def _refusal(policy: RateLimitPolicy, wait_seconds: float) -> RateLimited:
+    retry_after = max(1, math.ceil(wait_seconds))
+    return RateLimited(
+        f"Rate limit exceeded: {policy.burst} requests in a burst, refilled at {policy.per_second:g} per second,"
+        f" shared by every key of the tenant. Retry in {retry_after} s.",
+        extensions={
+            "retry_after_seconds": retry_after,
+            "limit": {"per_second": policy.per_second, "burst": policy.burst},
+        },
+        headers={
+            "retry-after": str(retry_after),
+            "ratelimit": f'"{POLICY_NAME}";r=0;t={retry_after}',
+            "ratelimit-policy": policy.header.decode(),
+        },
+    )
 
 
-def rate_limiter_from_settings(settings: Settings, redis: Redis) -> RateLimiter | None:
-    """None when limiting is off (`rate_limit_per_second` = 0)."""
-    if settings.rate_limit_per_second <= 0:
-        return None
+def rate_limiter_from_settings(settings: Settings, redis: Redis) -> RateLimiter:
+    """`rate_limit_per_second` = 0: no default budget (tenants with their own are still limited)."""
+    default = None
+    if settings.rate_limit_per_second > 0:
+        default = RateLimitPolicy(settings.rate_limit_per_second, settings.rate_limit_burst)
     return RateLimiter(
         redis,
-        RateLimitPolicy(settings.rate_limit_per_second, settings.rate_limit_burst),
+        default,
         lease_seconds=settings.rate_limit_lease_seconds,
         redis_timeout_seconds=settings.auth_redis_timeout_seconds,
         max_tenants=settings.rate_limit_max_tenants,

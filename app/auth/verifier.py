@@ -31,6 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.auth.errors import ApiKeyExpired, ApiKeyInvalid, ApiKeyRevoked, AuthUnavailable
 from app.auth.principal import Principal
+from app.auth.ratelimit import RateLimitPolicy
 from app.auth.scopes import Role, Scope
 from app.core.logging import get_logger
 from app.core.security import KEY_LENGTH, hash_api_key, is_well_formed
@@ -73,6 +74,8 @@ class KeyRecord:
     revoked_at: float | None = None
     rotated_at: float | None = None
     cached_at: float = 0.0
+    rate_per_second: float | None = None  # the tenant's own rate limit, if it has one
+    rate_burst: int | None = None
 
     def encode(self) -> bytes:
         if self.key_id is None:
@@ -88,6 +91,8 @@ class KeyRecord:
                 "revoked_at": self.revoked_at,
                 "rotated_at": self.rotated_at,
                 "cached_at": self.cached_at,
+                "rate_per_second": self.rate_per_second,
+                "rate_burst": self.rate_burst,
             }
         )
 
@@ -106,6 +111,8 @@ class KeyRecord:
             revoked_at=data["revoked_at"],
             rotated_at=data["rotated_at"],
             cached_at=float(data["cached_at"]),
+            rate_per_second=data.get("rate_per_second"),  # absent in entries cached by an older release
+            rate_burst=data.get("rate_burst"),
         )
 
 
@@ -258,15 +265,16 @@ class KeyVerifier:
     async def _from_database(self, key_hash: str, now: float, redis_ok: bool) -> KeyRecord:
         try:
             async with self._sessions() as session:
-                row = await find_key_by_hash(session, key_hash)
+                found = await find_key_by_hash(session, key_hash)
         except (SQLAlchemyError, OSError, TimeoutError) as exc:
             log.warning("auth.database_unavailable", redis_ok=redis_ok, error=type(exc).__name__)
             raise AuthUnavailable(
                 "API keys cannot be verified right now: the key store is unreachable.",
                 headers={"retry-after": "1"},
             ) from exc
-        if row is None:
+        if found is None:
             return KeyRecord(key_id=None, cached_at=now)
+        row, tenant = found
         return KeyRecord(
             key_id=row.id,
             tenant_id=row.tenant_id,
@@ -277,6 +285,8 @@ class KeyVerifier:
             revoked_at=None if row.revoked_at is None else row.revoked_at.timestamp(),
             rotated_at=None if row.rotated_at is None else row.rotated_at.timestamp(),
             cached_at=now,
+            rate_per_second=tenant.rate_limit_per_second,
+            rate_burst=tenant.rate_limit_burst,
         )
 
     async def _store_in_redis(self, key_hash: str, record: KeyRecord, generation: bytes | None) -> bool:
@@ -313,6 +323,11 @@ class KeyVerifier:
             scopes=frozenset(Scope(scope) for scope in record.scopes),
             expires_at=datetime.fromtimestamp(record.expires_at, UTC),
             name=record.name,
+            rate_limit=(
+                None
+                if record.rate_per_second is None or record.rate_burst is None
+                else RateLimitPolicy(record.rate_per_second, record.rate_burst)
+            ),
         )
 
 

@@ -10,7 +10,7 @@ from enum import StrEnum
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.models import ApiKey
+from app.models import ApiKey, Tenant
 
 
 class KeyStatus(StrEnum):
@@ -20,10 +20,20 @@ class KeyStatus(StrEnum):
     REVOKED = "revoked"
 
 
-async def find_key_by_hash(session: AsyncSession, secret_hash: str) -> ApiKey | None:
-    """Verification lookup: by the unique secret hash (the hash itself identifies the tenant)."""
-    result = await session.execute(select(ApiKey).where(ApiKey.secret_hash == secret_hash))
-    return result.scalar_one_or_none()
+async def find_key_by_hash(session: AsyncSession, secret_hash: str) -> tuple[ApiKey, Tenant] | None:
+    """Verification lookup: by the unique secret hash (the hash itself identifies the tenant), with the tenant
+    (its rate limit travels with the key's cached verification)."""
+    result = await session.execute(
+        select(ApiKey, Tenant).join(Tenant, Tenant.id == ApiKey.tenant_id).where(ApiKey.secret_hash == secret_hash)
+    )
+    row = result.one_or_none()
+    return None if row is None else (row[0], row[1])
+
+
+async def key_hashes_of_tenant(session: AsyncSession, tenant_id: uuid.UUID) -> list[str]:
+    """Every key's secret hash (revoked ones too: their cached "revoked" state names the tenant as well)."""
+    result = await session.execute(select(ApiKey.secret_hash).where(ApiKey.tenant_id == tenant_id))
+    return list(result.scalars())
 
 
 async def get_key(session: AsyncSession, tenant_id: uuid.UUID, key_id: uuid.UUID) -> ApiKey | None:

@@ -8,6 +8,7 @@ from typing import Annotated
 import orjson
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 
+from app.auth.metering import RATE_LIMITER_STATE, policy_of
 from app.auth.policy import CurrentPrincipal, current_principal, require
 from app.auth.scopes import Scope
 from app.core.deps import DbSession, SettingsDep
@@ -60,14 +61,19 @@ async def me(request: Request) -> Response:
     # skips response-model validation (the shape is still documented by `response_model=Me`) and reads the
     # principal straight from the request state rather than through a second dependency.
     principal = await current_principal(request)
-    body = {
+    body: dict[str, object] = {
         "key_id": str(principal.key_id),
         "tenant_id": str(principal.tenant_id),
         "name": principal.name,
         "role": principal.role.value,
         "scopes": sorted(scope.value for scope in principal.scopes),
         "expires_at": principal.expires_at.isoformat().replace("+00:00", "Z"),
+        "rate_limit": None,
     }
+    policy = policy_of(principal, getattr(request.app.state, RATE_LIMITER_STATE, None))
+    if policy is not None:
+        source = "tenant" if principal.rate_limit is not None else "default"
+        body["rate_limit"] = {"per_second": policy.per_second, "burst": policy.burst, "source": source}
     return Response(orjson.dumps(body), media_type="application/json")
 
 

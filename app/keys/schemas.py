@@ -9,7 +9,9 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.auth.scopes import Role, Scope
+from app.core.schemas import DisplayName
 from app.keys.repository import KeyStatus
+from app.tenants.schemas import RateLimitRead
 
 
 class ExpiryRequest(BaseModel):
@@ -26,7 +28,7 @@ class ExpiryRequest(BaseModel):
 class ApiKeyCreate(ExpiryRequest):
     model_config = ConfigDict(extra="forbid")
 
-    name: Annotated[str, Field(min_length=1, max_length=200)] = Field(examples=["signals-bot"])
+    name: DisplayName = Field(examples=["signals-bot"])
     role: Role = Role.READER
     scopes: list[Scope] | None = Field(
         default=None, description="A subset of the role's scopes (default: all of them). Never more than yours."
@@ -155,6 +157,7 @@ class Me(BaseModel):
                     "role": "reader",
                     "scopes": ["market:read", "signals:read"],
                     "expires_at": "2027-02-23T08:00:00Z",
+                    "rate_limit": {"per_second": 20, "burst": 100, "source": "default"},
                 }
             ]
         }
@@ -166,3 +169,4 @@ class Me(BaseModel):
     role: Role
     scopes: list[Scope]
     expires_at: datetime
+    rate_limit: RateLimitRead | None = Field(description="The budget the tenant's keys share (null: not limited).")

@@ -86,6 +86,17 @@ def key_status(key: ApiKey, now: datetime, expiring_window: timedelta) -> KeySta
     return KeyStatus.ACTIVE
 
 
+async def resolve_tenant(session: AsyncSession, actor: Actor, tenant_id: uuid.UUID | None) -> uuid.UUID:
+    """The tenant a `?tenant_id=` addresses: the caller's own by default; another only for operators (others get
+    404, never 403, so tenant ids cannot be probed)."""
+    own = actor.principal.tenant_id
+    if tenant_id is None or tenant_id == own:
+        return own
+    if not actor.principal.is_operator or await get_tenant(session, tenant_id) is None:
+        raise TenantNotFound(f"Tenant {tenant_id} not found.")
+    return tenant_id
+
+
 class KeyService:
     def __init__(
         self,
@@ -119,13 +130,7 @@ class KeyService:
         )
 
     async def resolve_tenant(self, actor: Actor, tenant_id: uuid.UUID | None) -> uuid.UUID:
-        """Own tenant by default; another tenant only for operators (others get 404, never 403)."""
-        own = actor.principal.tenant_id
-        if tenant_id is None or tenant_id == own:
-            return own
-        if not actor.principal.is_operator or await get_tenant(self.session, tenant_id) is None:
-            raise TenantNotFound(f"Tenant {tenant_id} not found.")
-        return tenant_id
+        return await resolve_tenant(self.session, actor, tenant_id)
 
     async def create(self, actor: Actor, data: ApiKeyCreate, tenant_id: uuid.UUID | None) -> tuple[ApiKey, str]:
         tenant = await self.resolve_tenant(actor, tenant_id)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Path, Query, Request
 
 from app.audit import repository as audit_repository
 from app.auth.policy import require
@@ -13,14 +14,22 @@ from app.core.deps import DbSession, SettingsDep
 from app.core.pagination import CursorParam, decode_cursor, encode_cursor
 from app.core.schemas import problem_responses
 from app.keys.router import ActorDep
-from app.tenants.schemas import AuditEventRead, AuditPage, TenantCreate, TenantRead, WebhookRead, WebhookUpdate
+from app.tenants.schemas import (
+    AuditEventRead,
+    AuditPage,
+    RateLimitSpec,
+    TenantCreate,
+    TenantRead,
+    WebhookRead,
+    WebhookUpdate,
+)
 from app.tenants.service import TenantService
 
 router = APIRouter(prefix="/v1", tags=["tenants"])
 
 
-async def get_tenant_service(session: DbSession, settings: SettingsDep) -> TenantService:
-    return TenantService(session, settings)
+async def get_tenant_service(request: Request, session: DbSession, settings: SettingsDep) -> TenantService:
+    return TenantService(session, settings, request.app.state.key_invalidator)
 
 
 Service = Annotated[TenantService, Depends(get_tenant_service)]
@@ -35,8 +44,7 @@ Service = Annotated[TenantService, Depends(get_tenant_service)]
     responses=problem_responses(401, 403, 409, 422, 503),
 )
 async def create_tenant(body: TenantCreate, service: Service, actor: ActorDep) -> TenantRead:
-    tenant = await service.create(actor, body.name)
-    return TenantRead(id=tenant.id, name=tenant.name, created_at=tenant.created_at)
+    return service.to_read(await service.create(actor, body.name, body.rate_limit))
 
 
 @router.get(
@@ -52,7 +60,32 @@ async def list_tenants(
     offset: Annotated[int, Query(ge=0, le=1_000_000_000, description="Tenants to skip (oldest first)")] = 0,
 ) -> list[TenantRead]:
     tenants = await service.list(limit=limit, offset=offset)
-    return [TenantRead(id=t.id, name=t.name, created_at=t.created_at) for t in tenants]
+    return [service.to_read(t) for t in tenants]
+
+
+TenantIdPath = Annotated[uuid.UUID, Path(description="The tenant's id (`GET /v1/tenants`).")]
+
+
+@router.put(
+    "/tenants/{tenant_id}/rate-limit",
+    response_model=TenantRead,
+    summary="Give a tenant its own request budget (operators); its keys apply it within a second",
+    dependencies=[require(Scope.TENANTS_WRITE)],
+    responses=problem_responses(401, 403, 404, 422, 503),
+)
+async def put_rate_limit(tenant_id: TenantIdPath, body: RateLimitSpec, service: Service, actor: ActorDep) -> TenantRead:
+    return service.to_read(await service.set_rate_limit(actor, tenant_id, body))
+
+
+@router.delete(
+    "/tenants/{tenant_id}/rate-limit",
+    response_model=TenantRead,
+    summary="Put a tenant back on the service's default budget (operators)",
+    dependencies=[require(Scope.TENANTS_WRITE)],
+    responses=problem_responses(401, 403, 404, 422, 503),
+)
+async def delete_rate_limit(tenant_id: TenantIdPath, service: Service, actor: ActorDep) -> TenantRead:
+    return service.to_read(await service.set_rate_limit(actor, tenant_id, None))
 
 
 @router.put(
@@ -77,7 +110,11 @@ async def list_audit(
     session: DbSession,
     actor: ActorDep,
     settings: SettingsDep,
-    action: Annotated[str | None, Query(description="Only events with this action, e.g. `key.revoked`")] = None,
+    action: Annotated[
+        str | None,
+        # Actions are dotted lower-case names; anything else cannot match (and a NUL would fail in PostgreSQL).
+        Query(description="Only events with this action, e.g. `key.revoked`", pattern=r"^[a-z0-9_.]{1,100}$"),
+    ] = None,
     cursor: CursorParam = None,
     limit: Annotated[int, Query(ge=1, le=1000, description="Page size")] = 50,
 ) -> AuditPage:

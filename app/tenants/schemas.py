@@ -2,15 +2,37 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Any, Literal
 
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field
+
+from app.config import MIN_RATE_LIMIT_PER_SECOND
+from app.core.schemas import DisplayName
+
+
+class RateLimitSpec(BaseModel):
+    """A tenant's own request budget: a token bucket of `burst` requests refilled at `per_second`."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"per_second": 50, "burst": 500}]})
+
+    # Same bounds as DELTAFLOW_RATE_LIMIT_PER_SECOND / _BURST (there, 0 per second means "no default").
+    per_second: float = Field(
+        ge=MIN_RATE_LIMIT_PER_SECOND, le=1_000_000, description="Refill rate: sustained requests per second."
+    )
+    burst: int = Field(ge=1, le=10_000_000, description="Bucket size: requests that may arrive at once.")
+
+
+class RateLimitRead(RateLimitSpec):
+    source: Literal["tenant", "default"] = Field(
+        description="`tenant`: set for this tenant by an operator; `default`: the service's setting."
+    )
 
 
 class TenantCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: Annotated[str, Field(min_length=1, max_length=200)] = Field(examples=["acme-quant"])
+    name: DisplayName = Field(examples=["acme-quant"])
+    rate_limit: RateLimitSpec | None = Field(default=None, description="Omitted: the service default applies.")
 
 
 class TenantRead(BaseModel):
@@ -21,6 +43,7 @@ class TenantRead(BaseModel):
                     "id": "5d2c7e91-8a4b-4f3c-b6e1-2a9d0c7f8e3b",
                     "name": "acme-quant",
                     "created_at": "2026-11-25T08:00:00Z",
+                    "rate_limit": {"per_second": 50, "burst": 500, "source": "tenant"},
                 }
             ]
         }
@@ -29,6 +52,9 @@ class TenantRead(BaseModel):
     id: uuid.UUID
     name: str
     created_at: datetime
+    rate_limit: RateLimitRead | None = Field(
+        description="The budget its keys share (null: not limited: no tenant budget and no service default)."
+    )
 
 
 class WebhookUpdate(BaseModel):

@@ -9,14 +9,17 @@ from datetime import UTC, datetime
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.audit import repository as audit
+from app.auth.verifier import KeyCacheInvalidator
 from app.config import Settings
+from app.core.db import after_commit
 from app.core.errors import AppError
 from app.core.security import derive_secret
-from app.keys.service import Actor
+from app.keys.repository import key_hashes_of_tenant
+from app.keys.service import Actor, TenantNotFound
 from app.models import Tenant, WebhookEndpoint
 from app.tenants import repository
 from app.tenants.egress import WebhookDestinationRefused, refused_host
-from app.tenants.schemas import WebhookRead, WebhookUpdate
+from app.tenants.schemas import RateLimitRead, RateLimitSpec, TenantRead, WebhookRead, WebhookUpdate
 
 
 class TenantNameTaken(AppError):
@@ -31,14 +34,68 @@ def webhook_secret(settings: Settings, tenant_id: uuid.UUID, version: int) -> st
 
 
 class TenantService:
-    def __init__(self, session: AsyncSession, settings: Settings) -> None:
+    def __init__(
+        self, session: AsyncSession, settings: Settings, invalidator: KeyCacheInvalidator | None = None
+    ) -> None:
         self.session = session
         self.settings = settings
+        self.invalidator = invalidator
 
-    async def create(self, actor: Actor, name: str) -> Tenant:
+    def to_read(self, tenant: Tenant) -> TenantRead:
+        return TenantRead(
+            id=tenant.id, name=tenant.name, created_at=tenant.created_at, rate_limit=self._effective_limit(tenant)
+        )
+
+    def _effective_limit(self, tenant: Tenant) -> RateLimitRead | None:
+        if tenant.rate_limit_per_second is not None and tenant.rate_limit_burst is not None:
+            return RateLimitRead(
+                per_second=tenant.rate_limit_per_second, burst=tenant.rate_limit_burst, source="tenant"
+            )
+        if self.settings.rate_limit_per_second > 0:
+            return RateLimitRead(
+                per_second=self.settings.rate_limit_per_second, burst=self.settings.rate_limit_burst, source="default"
+            )
+        return None
+
+    async def set_rate_limit(self, actor: Actor, tenant_id: uuid.UUID, limit: RateLimitSpec | None) -> Tenant:
+        """Give a tenant its own budget (None: back to the default). Its keys' cached verifications carry the
+        budget, so they are invalidated after the commit: every instance applies it from its next lease."""
+        tenant = await repository.get_tenant(self.session, tenant_id)
+        if tenant is None:
+            raise TenantNotFound(f"Tenant {tenant_id} not found.")
+        tenant.rate_limit_per_second = None if limit is None else limit.per_second
+        tenant.rate_limit_burst = None if limit is None else limit.burst
+        await self.session.flush()
+        audit.record(
+            self.session,
+            tenant_id=tenant.id,
+            actor_key_id=actor.principal.key_id,
+            action="tenant.rate_limit_set" if limit is not None else "tenant.rate_limit_cleared",
+            target=f"tenant:{tenant.id}",
+            request_id=actor.request_id,
+            details={} if limit is None else {"per_second": limit.per_second, "burst": limit.burst},
+        )
+        hashes = await key_hashes_of_tenant(self.session, tenant.id)
+        invalidator = self.invalidator
+        if invalidator is not None and hashes:
+
+            async def invalidate() -> None:
+                for key_hash in hashes:
+                    await invalidator.invalidate(key_hash)
+
+            after_commit(self.session, invalidate)
+        return tenant
+
+    async def create(self, actor: Actor, name: str, limit: RateLimitSpec | None = None) -> Tenant:
         if await repository.get_tenant_by_name(self.session, name) is not None:
             raise TenantNameTaken(f"A tenant named {name!r} already exists.")
-        tenant = Tenant(id=uuid.uuid4(), name=name, created_at=datetime.now(UTC))
+        tenant = Tenant(
+            id=uuid.uuid4(),
+            name=name,
+            created_at=datetime.now(UTC),
+            rate_limit_per_second=None if limit is None else limit.per_second,
+            rate_limit_burst=None if limit is None else limit.burst,
+        )
         repository.add_tenant(self.session, tenant)
         await self.session.flush()
         audit.record(
@@ -48,7 +105,11 @@ class TenantService:
             action="tenant.created",
             target=f"tenant:{tenant.id}",
             request_id=actor.request_id,
-            details={"name": name, "created_by_tenant": str(actor.principal.tenant_id)},
+            details={
+                "name": name,
+                "created_by_tenant": str(actor.principal.tenant_id),
+                **({} if limit is None else {"rate_limit": limit.model_dump()}),
+            },
         )
         return tenant
 

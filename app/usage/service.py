@@ -12,8 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.config import Settings
 from app.core.errors import AppError
 from app.keys import repository as keys
-from app.keys.service import Actor, ApiKeyNotFound, TenantNotFound
-from app.tenants.repository import get_tenant
+from app.keys.service import Actor, ApiKeyNotFound, resolve_tenant
 from app.usage import repository
 from app.usage.repository import GroupCount, UsageGrouping
 from app.usage.schemas import UsageCounts, UsageItem, UsageReport
@@ -82,7 +81,7 @@ class UsageService:
         tenant_id: uuid.UUID | None,
     ) -> UsageReport:
         start, end = self.date_range(start, end)
-        tenant = await self.resolve_tenant(actor, tenant_id)
+        tenant = await resolve_tenant(self.session, actor, tenant_id)  # the key routes' `?tenant_id=` rule
         if key_id is not None and await keys.get_key(self.session, tenant, key_id) is None:
             raise ApiKeyNotFound(f"API key {key_id} not found.")
         counts = await repository.count_by(self.session, tenant, start=start, end=end, group=group_by, key_id=key_id)
@@ -113,16 +112,6 @@ class UsageService:
         if (end - start).days + 1 > limit:
             raise _range_error("to", f"the range may span at most {limit} days (from and to inclusive)")
         return start, end
-
-    async def resolve_tenant(self, actor: Actor, tenant_id: uuid.UUID | None) -> uuid.UUID:
-        """Own tenant by default; another tenant only for operators (others get 404, never 403): the same rule as
-        the key routes' `?tenant_id=`."""
-        own = actor.principal.tenant_id
-        if tenant_id is None or tenant_id == own:
-            return own
-        if not actor.principal.is_operator or await get_tenant(self.session, tenant_id) is None:
-            raise TenantNotFound(f"Tenant {tenant_id} not found.")
-        return tenant_id
 
 
 def _range_error(parameter: str, detail: str) -> UsageRangeInvalid:

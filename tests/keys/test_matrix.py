@@ -70,6 +70,12 @@ async def _list_tenants(make_key: MakeKey, caller: IssuedKey, tenant: str) -> Ca
     return Call("/v1/tenants")
 
 
+async def _tenant_rate_limit(make_key: MakeKey, caller: IssuedKey, tenant: str) -> Call:
+    target = await make_key(Role.READER, tenant=tenant)
+    # Generous: the matrix's own tenant keeps making requests after an operator sets this.
+    return Call(f"/v1/tenants/{target.tenant_id}/rate-limit", {"per_second": 1000, "burst": 100_000})
+
+
 async def _put_webhook(make_key: MakeKey, caller: IssuedKey, tenant: str) -> Call:
     return Call("/v1/webhook", {"url": "https://hooks.example/matrix"})
 
@@ -128,6 +134,8 @@ REQUESTS: dict[tuple[str, str], tuple[Factory, bool]] = {
     ("POST", "/v1/keys/{key_id}/revoke"): (_revoke_key, True),
     ("POST", "/v1/tenants"): (_create_tenant, False),
     ("GET", "/v1/tenants"): (_list_tenants, False),
+    ("PUT", "/v1/tenants/{tenant_id}/rate-limit"): (_tenant_rate_limit, True),
+    ("DELETE", "/v1/tenants/{tenant_id}/rate-limit"): (_tenant_rate_limit, True),
     ("PUT", "/v1/webhook"): (_put_webhook, False),
     ("GET", "/v1/audit"): (_audit, False),
     ("GET", "/v1/usage"): (_usage, True),

@@ -22,7 +22,7 @@ from app.core.redis import create_redis
 from app.main import create_app
 from tests.conftest import make_settings
 from tests.helpers import free_port, running
-from tests.keys.conftest import MakeKey
+from tests.keys.conftest import IssuedKey, MakeKey
 
 NO_REFILL = 0.001  # one token per 1 000 s: counts in these tests are exact
 
@@ -246,3 +246,82 @@ async def test_every_authenticated_request_is_counted_by_route_template_and_stat
         ("unmatched", 4): 1,
         ("GET /v1/me", 4): 1,  # throttled requests are counted: tenants see how often they hit the limit
     }
+
+
+async def roomy_operator(client: AsyncClient, make_key: MakeKey) -> IssuedKey:
+    """An operator whose own tenant has a budget no test spends (its first request is the one raising it)."""
+    operator = await make_key(Role.OPERATOR, tenant="ops")
+    raised = await client.put(
+        f"/v1/tenants/{operator.tenant_id}/rate-limit",
+        json={"per_second": 1000, "burst": 1000},
+        headers=operator.headers,
+    )
+    assert raised.status_code == 200, raised.text
+    return operator
+
+
+async def test_an_operator_gives_a_tenant_its_own_budget_and_its_keys_apply_it_at_once(
+    client: AsyncClient, make_key: MakeKey
+) -> None:
+    operator = await roomy_operator(client, make_key)
+    reader = await make_key(Role.READER)
+    admin = await make_key(Role.ADMIN)
+    url = f"/v1/tenants/{reader.tenant_id}/rate-limit"
+
+    own = await client.put(url, json={"per_second": NO_REFILL, "burst": 6}, headers=operator.headers)
+    assert own.status_code == 200, own.text
+    assert own.json()["rate_limit"] == {"per_second": NO_REFILL, "burst": 6, "source": "tenant"}
+    me = await client.get("/v1/me", headers=reader.headers)
+    assert me.json()["rate_limit"] == {"per_second": NO_REFILL, "burst": 6, "source": "tenant"}
+    assert me.headers["ratelimit-policy"] == '"tenant";q=6;w=6000'
+    statuses = [(await client.get("/v1/me", headers=reader.headers)).status_code for _ in range(6)]
+    assert statuses == [200] * 5 + [429]
+
+    back = await client.delete(url, headers=operator.headers)
+    assert back.json()["rate_limit"] == {"per_second": NO_REFILL, "burst": 3, "source": "default"}
+    refused = await client.get("/v1/me", headers=admin.headers)  # the same bucket (spent), the default policy now
+    assert refused.status_code == 429
+    assert refused.json()["limit"] == {"per_second": NO_REFILL, "burst": 3}
+    assert refused.headers["ratelimit-policy"] == '"tenant";q=3;w=3000'
+    listed = (await client.get("/v1/tenants", headers=operator.headers)).json()
+    assert {t["name"]: t["rate_limit"]["source"] for t in listed} == {"ops": "tenant", "acme": "default"}
+
+
+async def test_tenant_budgets_are_validated_and_operators_only(client: AsyncClient, make_key: MakeKey) -> None:
+    operator = await roomy_operator(client, make_key)
+    admin = await make_key(Role.ADMIN)
+    url = f"/v1/tenants/{admin.tenant_id}/rate-limit"
+    for bad in ({"per_second": 0, "burst": 5}, {"per_second": 5, "burst": 0}, {"per_second": 5}, {"burst": 5}):
+        response = await client.put(url, json=bad, headers=operator.headers)
+        assert response.status_code == 422, bad
+        assert response.headers["content-type"] == PROBLEM_MEDIA_TYPE
+    missing = await client.put(
+        f"/v1/tenants/{uuid.uuid4()}/rate-limit", json={"per_second": 5, "burst": 5}, headers=operator.headers
+    )
+    assert (missing.status_code, missing.json()["type"]) == (404, "/problems/tenant-not-found")
+    own = await client.put(url, json={"per_second": 5, "burst": 5}, headers=admin.headers)
+    assert (own.status_code, own.json()["type"]) == (403, "/problems/insufficient-scope")
+    created = await client.post(
+        "/v1/tenants", json={"name": "globex", "rate_limit": {"per_second": 2, "burst": 10}}, headers=operator.headers
+    )
+    assert created.status_code == 201, created.text
+    assert created.json()["rate_limit"] == {"per_second": 2.0, "burst": 10, "source": "tenant"}
+
+
+async def test_with_no_default_budget_only_tenants_with_their_own_are_limited(
+    client: AsyncClient, settings: Settings, make_key: MakeKey
+) -> None:
+    operator = await roomy_operator(client, make_key)
+    limited = await make_key(Role.READER)
+    unbudgeted = await make_key(Role.READER, tenant="globex")
+    await client.put(
+        f"/v1/tenants/{limited.tenant_id}/rate-limit",
+        json={"per_second": NO_REFILL, "burst": 2},
+        headers=operator.headers,
+    )
+    async with running(create_app(settings.model_copy(update={"rate_limit_per_second": 0.0}))) as unlimited:
+        free = [await unlimited.get("/v1/me", headers=unbudgeted.headers) for _ in range(4)]
+        assert [r.status_code for r in free] == [200] * 4
+        assert free[0].json()["rate_limit"] is None
+        capped = [(await unlimited.get("/v1/me", headers=limited.headers)).status_code for _ in range(3)]
+        assert capped == [200, 200, 429]

@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import numpy as np
 import orjson
 import redis
 
@@ -32,6 +31,7 @@ from app.market.keys import FeedKeys
 from app.signals.compute import SignalInput, compute_signal
 from bench.loadgen import LoadResult, run_load
 from bench.server import bench_key, running_server
+from bench.synthetic import stored_walk
 
 CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "50"))
 SECONDS = float(os.environ.get("BENCH_SECONDS", "5"))
@@ -43,21 +43,9 @@ SERVERS = ("granian", "uvicorn")  # the default first
 
 
 def stored_bars(count: int, seed: int = 7) -> list[dict[str, Any]]:
-    """A random walk in the stored candle layout, ending before now."""
-    rng = np.random.default_rng(seed)
-    close = 60_000 + np.cumsum(rng.standard_normal(count)) * 25
+    """A random walk of one-minute bars in the stored candle layout, ending before now."""
     minute = TIMEFRAMES["1m"]
-    start = (time.time_ns() // 1_000_000 // minute) * minute - (count + 1) * minute
-    rows = []
-    for i, c in enumerate(close.tolist()):
-        o = float(close[i - 1]) if i else c
-        v = float(rng.random() * 40 + 1)
-        buy = v * float(rng.random())
-        rows.append({
-            "t": start + i * minute, "o": o, "h": max(o, c) + 4, "l": min(o, c) - 4, "c": c, "v": v,
-            "buy_v": buy, "sell_v": v - buy, "delta": 2 * buy - v, "trades": 30, "vwap": (o + c) / 2, "closed": True,
-        })  # fmt: skip
-    return rows
+    return stored_walk(count, interval_ms=minute, end_ms=time.time_ns() // 1_000_000 - minute, seed=seed)
 
 
 def seed(client: redis.Redis, rows: list[dict[str, Any]]) -> None:

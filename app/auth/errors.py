@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from app.core.errors import AppError
+from app.core.errors import AppError, register_problem
 
 BEARER_CHALLENGE = {"www-authenticate": 'Bearer realm="deltaflow"'}
 
@@ -54,6 +54,16 @@ class AuthUnavailable(AppError):
     title = "Authentication temporarily unavailable"
     status = 503
     description = "Neither the database nor the verification cache could be reached; retry shortly."
+
+
+# Answered by the nginx in front (nginx/nginx.conf, limit_req), documented here with the app's own problems.
+register_problem(
+    "client-rate-limited",
+    "Too many requests from this address",
+    429,
+    "The proxy in front refused the request: one client address sent more than its per-address limit (nginx "
+    "limit_req, before any key is checked); retry after `Retry-After` seconds.",
+)
 
 
 class RateLimited(AppError):

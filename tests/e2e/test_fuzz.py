@@ -12,9 +12,7 @@ import os
 import re
 import sys
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 import orjson
 import pytest
 from redis.asyncio import Redis
@@ -24,6 +22,7 @@ from app.core.db import create_engine, create_session_factory
 from app.keys.admin import ensure_tenant, issue_key
 from app.market.aggregation import TIMEFRAMES
 from app.market.keys import FeedKeys
+from bench.synthetic import stored_walk
 from tests.conftest import TEST_REDIS_URL, make_settings
 from tests.e2e.test_serve import serve
 
@@ -36,27 +35,10 @@ SEED = os.environ.get("FUZZ_SEED", "20261125")
 BARS = 300
 
 
-def walk(interval_ms: int, count: int, seed: int) -> list[dict[str, Any]]:
-    """Closed bars in the stored candle layout, ending before now."""
-    rng = np.random.default_rng(seed)
-    close = 60_000 + np.cumsum(rng.standard_normal(count)) * 30
-    start = (1_795_000_000_000 // interval_ms) * interval_ms - count * interval_ms
-    rows = []
-    for i, c in enumerate(close.tolist()):
-        o = float(close[i - 1]) if i else c
-        v = float(rng.random() * 40 + 1)
-        buy = v * float(rng.random())
-        rows.append({
-            "t": start + i * interval_ms, "o": o, "h": max(o, c) + 5, "l": min(o, c) - 5, "c": c, "v": v,
-            "buy_v": buy, "sell_v": v - buy, "delta": 2 * buy - v, "trades": 20, "vwap": (o + c) / 2, "closed": True,
-        })  # fmt: skip
-    return rows
-
-
 async def seed_market(redis: Redis) -> None:
     keys = FeedKeys("sim", "BTCUSDT")
     for n, (timeframe, interval) in enumerate(TIMEFRAMES.items()):
-        rows = walk(interval, BARS, seed=n)
+        rows = stored_walk(BARS, interval_ms=interval, end_ms=1_795_000_000_000, seed=n, step=30, wick=5, trades=20)
         await redis.zadd(keys.bars[timeframe], {orjson.dumps(r): r["t"] for r in rows})
     book = {"bids": [[59_990.0, 1.0], [59_989.5, 2.0]], "asks": [[59_990.5, 1.5]], "last_update_id": 7, "ts": 1}
     await redis.set(keys.book, orjson.dumps(book))

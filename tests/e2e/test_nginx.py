@@ -49,11 +49,21 @@ def _config_for(upstream_ports: list[int], listen_port: int, directory: Path) ->
 
 
 @asynccontextmanager
-async def nginx_in_front(upstream_ports: list[int], directory: Path) -> AsyncIterator[tuple[str, Path]]:
+async def nginx_in_front(
+    upstream_ports: list[int], directory: Path, *, per_client: str | None = None, burst: str | None = None
+) -> AsyncIterator[tuple[str, Path]]:
+    """nginx with the shipped config; `per_client` / `burst` replace its per-address limit (`rate=…`, `burst=…`)."""
     assert NGINX is not None
     port = free_port()
     conf = directory / "nginx.conf"
-    conf.write_text(_config_for(upstream_ports, port, directory))
+    config = _config_for(upstream_ports, port, directory)
+    if per_client is not None:
+        config, replaced = re.subn(r"rate=\d+r/s", per_client, config)
+        assert replaced == 1
+    if burst is not None:
+        config, replaced = re.subn(r"burst=\d+", burst, config)
+        assert replaced == 2
+    conf.write_text(config)
     process = subprocess.Popen(  # noqa: ASYNC220 - nginx is a separate OS process
         [NGINX, "-p", str(directory), "-c", str(conf), "-g", "daemon off;"],
         stdout=subprocess.DEVNULL,
@@ -129,3 +139,32 @@ async def test_nginx_spreads_load_passes_request_ids_and_survives_a_rolling_stop
         assert any(entry["request_id"] == minted_id for entry in entries), "nginx logs the id it passed on"
         upstreams = {str(entry["upstream"]).split(",")[0].strip() for entry in entries}
         assert {f"127.0.0.1:{port}" for port in ports} <= upstreams, "both instances served traffic"
+
+
+@pytest.mark.skipif(NGINX is None, reason="nginx is not installed (.ci/run installs it with apt-get)")
+async def test_nginx_limits_one_address_with_a_problem_before_the_app_sees_it(
+    postgres_url: str, nginx_dir: Path
+) -> None:
+    env = {"DELTAFLOW_DATABASE_URL": postgres_url, "DELTAFLOW_REDIS_URL": TEST_REDIS_URL}
+    async with AsyncExitStack() as stack:
+        _process, url = await stack.enter_async_context(serve(workers=1, env=env))
+        base_url, _log = await stack.enter_async_context(
+            nginx_in_front([int(url.rsplit(":", 1)[1])], nginx_dir, per_client="rate=2r/s", burst="burst=20")
+        )
+        limits = httpx.Limits(max_connections=100)
+        async with httpx.AsyncClient(base_url=base_url, timeout=10.0, limits=limits) as client:
+            # Made-up keys from one address, faster than the limit: the burst passes to the app (401 each), the rest
+            # is refused by nginx. The shipped numbers (100/s, burst 200) are scaled down to 2/s and 20: a Python
+            # client on this shared machine cannot send faster than ~100 per second.
+            headers = {"X-API-Key": "dfk_" + "A" * 38}
+            responses = await asyncio.gather(*(client.get("/v1/me", headers=headers) for _ in range(300)))
+            statuses = [r.status_code for r in responses]
+            assert statuses.count(401) + statuses.count(429) == len(statuses)
+            assert 20 <= statuses.count(401) <= 150, statuses.count(401)  # the burst, plus 2 per second meanwhile
+            refused = next(r for r in responses if r.status_code == 429)
+            assert refused.headers["content-type"] == "application/problem+json"
+            assert refused.headers["retry-after"] == "1"
+            problem = refused.json()
+            assert problem["type"] == "/problems/client-rate-limited"
+            assert problem["instance"] == "/v1/me"
+            assert problem["request_id"] == refused.headers["x-request-id"]

@@ -325,3 +325,10 @@ async def test_with_no_default_budget_only_tenants_with_their_own_are_limited(
         assert free[0].json()["rate_limit"] is None
         capped = [(await unlimited.get("/v1/me", headers=limited.headers)).status_code for _ in range(3)]
         assert capped == [200, 200, 429]
+
+
+async def test_both_429_problems_are_documented(client: AsyncClient) -> None:
+    for slug in ("rate-limited", "client-rate-limited"):  # the second is nginx's (nginx/nginx.conf)
+        documented = await client.get(f"/problems/{slug}")
+        assert documented.status_code == 200
+        assert documented.json()["status"] == 429

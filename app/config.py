@@ -101,8 +101,9 @@ class Settings(BaseSettings):
     webhook_allow_private_destinations: bool = False
 
     # HTTP server. granian (Rust HTTP/1 and I/O, one Python event loop per worker) is the default: measured on the
-    # same app and machine, p99 at 200 connections 55-63 ms where uvicorn's workers reach 0.45-1.3 s
-    # (bench/bench_signals.py runs both). uvicorn stays selectable, e.g. for a platform without granian wheels.
+    # same app and machine, p99 at 200 connections 55-63 ms where uvicorn's workers reach 0.45-1.3 s (on a faster
+    # machine 29-31 ms against 0.04-0.33 s; bench/bench_signals.py runs both). uvicorn stays selectable, e.g. for a
+    # platform without granian wheels.
     server: ServerKind = ServerKind.GRANIAN
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=0, le=65535)] = 8000

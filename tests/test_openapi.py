@@ -86,6 +86,15 @@ def test_every_v1_operation_declares_its_security_and_scopes(schema: dict[str, A
             assert path == "/v1/me" or all(scopes for req in security for scopes in req.values()), path
 
 
+def test_every_v1_operation_documents_the_rate_limit_refusal(schema: dict[str, Any]) -> None:
+    for method, path, operation in operations(schema):
+        if path.startswith("/v1/"):
+            refused = operation["responses"].get("429")
+            assert refused is not None, f"{method} {path}"
+            assert PROBLEM_MEDIA_TYPE in refused["content"]
+            assert {"Retry-After", "RateLimit", "RateLimit-Policy"} <= set(refused.get("headers", {})), path
+
+
 def test_every_success_response_has_a_schema_and_an_example(schema: dict[str, Any]) -> None:
     missing = []
     for method, path, operation in operations(schema):

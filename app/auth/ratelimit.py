@@ -135,11 +135,6 @@ class RateLimiter:
         self._redis_down_until = 0.0
         self._swept_at = float("-inf")
 
-    def remaining(self, tenant_id: uuid.UUID) -> int:
-        """Tokens the tenant can still spend as far as this instance knows (its lease plus the shared bucket)."""
-        allowance = self._allowances.get(tenant_id)
-        return 0 if allowance is None else allowance.tokens + allowance.remaining
-
     async def acquire(self, tenant_id: uuid.UUID, cost: int = 1, policy: RateLimitPolicy | None = None) -> int:
         """Spend `cost` tokens of the tenant's bucket under `policy` (default: the service's), capped at its burst
         (a request larger than the bucket could never pass); returns the tokens left. Raises `RateLimited` with

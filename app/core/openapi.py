@@ -16,6 +16,19 @@ from app.core.errors import PROBLEM_MEDIA_TYPE
 from app.core.schemas import problem_responses
 
 HTTP_METHODS = frozenset({"get", "put", "post", "delete", "patch", "head", "options"})
+# What a 429 carries (app/auth/ratelimit.py); 2xx responses of limited tenants carry the last two as well.
+RATE_LIMIT_HEADERS: dict[str, Any] = {
+    "Retry-After": {"description": "Seconds to wait before retrying.", "schema": {"type": "integer", "minimum": 1}},
+    "RateLimit": {
+        "description": 'The tenant\'s budget left (draft-ietf-httpapi-ratelimit-headers): `"tenant";r=<remaining>;'
+        "t=<seconds>`.",
+        "schema": {"type": "string"},
+    },
+    "RateLimit-Policy": {
+        "description": 'The tenant\'s budget: `"tenant";q=<burst>;w=<seconds to refill>`.',
+        "schema": {"type": "string"},
+    },
+}
 
 
 def _add(operation: dict[str, Any], *statuses: int) -> None:
@@ -37,6 +50,7 @@ def add_standard_problems(schema: dict[str, Any]) -> None:
                 _add(operation, 400, 413)
             if operation.get("security"):
                 _add(operation, 401, 403, 429, 503)
+                operation["responses"]["429"].setdefault("headers", RATE_LIMIT_HEADERS)
             # FastAPI documents its own validation error shape for 422; ours is the problem document.
             unprocessable = operation["responses"].get("422")
             if unprocessable is not None and PROBLEM_MEDIA_TYPE not in unprocessable.get("content", {}):

@@ -282,6 +282,8 @@ class Settings(BaseSettings):
     # silent connections); the reconnection delay sent to clients (`retry:`); the longest a stream stays open (the
     # client then reconnects with Last-Event-ID, so its key is verified again and load rebalances across instances).
     signal_stream_max_per_process: Annotated[int, Field(ge=1, le=100_000)] = 1000
+    # …and per tenant per process (more → 429 with Retry-After), so one tenant cannot take every slot.
+    signal_stream_max_per_tenant: Annotated[int, Field(ge=1, le=100_000)] = 100
     signal_stream_heartbeat_seconds: Annotated[float, Field(gt=0, le=300)] = 15.0
     signal_stream_retry_ms: Annotated[int, Field(ge=0, le=600_000)] = 3000
     signal_stream_max_seconds: Annotated[float, Field(gt=0, le=86_400)] = 3600.0

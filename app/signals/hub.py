@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import uuid
 from contextlib import suppress
+from enum import Enum
 from typing import Any
 
 from redis.asyncio import Redis
@@ -38,6 +40,12 @@ from app.market.recovery import Backoff
 from app.market.tasks import cancel_and_wait, cancelling
 
 log = get_logger(__name__)
+
+
+class Admission(Enum):
+    ADMITTED = "admitted"
+    PROCESS_FULL = "process_full"
+    TENANT_FULL = "tenant_full"
 
 
 class Subscription:
@@ -65,6 +73,8 @@ class BarCloseHub:
         self._redis = redis
         self._lifecycle = lifecycle
         self._max_streams = settings.signal_stream_max_per_process
+        self._max_per_tenant = settings.signal_stream_max_per_tenant
+        self._per_tenant: dict[uuid.UUID, int] = {}  # open streams by tenant (entries removed at zero)
         self._poll = settings.signal_stream_poll_seconds
         self._backoff_base = settings.signal_stream_reconnect_base_seconds
         self._backoff_cap = max(settings.signal_stream_reconnect_cap_seconds, self._backoff_base)
@@ -78,15 +88,27 @@ class BarCloseHub:
 
     # ---- streams --------------------------------------------------------------------------------------------
 
-    def admit(self) -> bool:
-        """Take a stream slot; False when the process already serves its maximum."""
+    def admit(self, tenant_id: uuid.UUID) -> Admission:
+        """Take a stream slot for the tenant, unless the process or the tenant already has its maximum."""
         if self.streams >= self._max_streams:
-            return False
+            return Admission.PROCESS_FULL
+        held = self._per_tenant.get(tenant_id, 0)
+        if held >= self._max_per_tenant:
+            return Admission.TENANT_FULL
+        self._per_tenant[tenant_id] = held + 1
         self.streams += 1
-        return True
+        return Admission.ADMITTED
 
-    def release(self) -> None:
+    def release(self, tenant_id: uuid.UUID) -> None:
         self.streams -= 1
+        held = self._per_tenant.get(tenant_id, 0) - 1
+        if held > 0:
+            self._per_tenant[tenant_id] = held
+        else:
+            self._per_tenant.pop(tenant_id, None)
+
+    def streams_of(self, tenant_id: uuid.UUID) -> int:
+        return self._per_tenant.get(tenant_id, 0)
 
     @property
     def closing(self) -> bool:

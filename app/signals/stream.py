@@ -24,7 +24,9 @@ Rules:
   ``Last-Event-ID`` and misses nothing but superseded signals.
 
 Bad input is a normal problem+json response (404 venue/symbol, 422 timeframe) because it is checked before the
-stream starts; a process already serving DELTAFLOW_SIGNAL_STREAM_MAX_PER_PROCESS streams answers 503.
+stream starts; a process already serving DELTAFLOW_SIGNAL_STREAM_MAX_PER_PROCESS streams answers 503, and a tenant
+already holding DELTAFLOW_SIGNAL_STREAM_MAX_PER_TENANT of them on this process gets 429 (one tenant cannot take every
+slot).
 
 Bar closes reach the process through one Redis pub/sub connection shared by all its streams
 (:mod:`app.signals.hub`), and every event goes through :meth:`SignalService.resolve`, whose per-bar cache and
@@ -36,6 +38,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import uuid
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing, asynccontextmanager, suppress
 from dataclasses import dataclass
@@ -47,7 +50,7 @@ from redis.exceptions import RedisError
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from app.auth.policy import require
+from app.auth.policy import current_principal, require
 from app.auth.scopes import Scope as AuthScope
 from app.config import Settings
 from app.core.deps import SettingsDep
@@ -56,7 +59,7 @@ from app.core.logging import get_logger
 from app.core.schemas import problem_responses
 from app.market.aggregation import TIMEFRAMES
 from app.market.recovery import Backoff
-from app.signals.hub import BarCloseHub
+from app.signals.hub import Admission, BarCloseHub
 from app.signals.router import SignalServiceDep
 from app.signals.schemas import SIGNAL_EXAMPLE
 from app.signals.service import SignalQuery, SignalService, feed_freshness, with_feed
@@ -131,6 +134,16 @@ class SignalStreamsBusy(AppError):
     )
 
 
+class TenantSignalStreamsExhausted(AppError):
+    slug = "tenant-signal-streams-exhausted"
+    title = "Too many signal streams for this tenant"
+    status = 429
+    description = (
+        "The tenant already holds its maximum of concurrent signal streams on this instance "
+        "(DELTAFLOW_SIGNAL_STREAM_MAX_PER_TENANT); close one, or retry after `Retry-After` seconds."
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class StreamSpec:
     venue: str
@@ -149,10 +162,13 @@ class EventStream(StreamingResponse):
 
     media_type = EVENT_STREAM
 
-    def __init__(self, events: AsyncGenerator[bytes, None], hub: BarCloseHub, headers: dict[str, str]) -> None:
+    def __init__(
+        self, events: AsyncGenerator[bytes, None], hub: BarCloseHub, tenant_id: uuid.UUID, headers: dict[str, str]
+    ) -> None:
         super().__init__(events, headers=headers)
         self._events = events
         self._hub = hub
+        self._tenant_id = tenant_id
 
     async def stream_response(self, send: Send) -> None:
         async with aclosing(self._events):
@@ -162,7 +178,7 @@ class EventStream(StreamingResponse):
         try:
             await super().__call__(scope, receive, send)
         finally:
-            self._hub.release()
+            self._hub.release(self._tenant_id)
 
 
 def _frame(as_of: int, body: bytes) -> bytes:
@@ -264,7 +280,7 @@ async def _events(
             "`data: <the GET /v1/signals body>` per bar close, and `: keep-alive` comments while idle.",
             "content": {EVENT_STREAM: {"schema": EVENT_SCHEMA, "example": STREAM_EXAMPLE}},
         },
-        **problem_responses(401, 403, 404, 422, 503),
+        **problem_responses(401, 403, 404, 422, 429, 503),
     },
 )
 async def stream(
@@ -290,14 +306,22 @@ async def stream(
     if timeframe not in TIMEFRAMES:
         raise TimeframeInvalid(f"Unknown timeframe {timeframe!r}.", extensions={"valid": list(TIMEFRAMES)})
     hub: BarCloseHub = request.app.state.signal_hub
-    if not hub.admit():
-        retry_after = max(1, math.ceil(settings.signal_stream_retry_ms / 1000))
+    tenant_id = (await current_principal(request)).tenant_id
+    admission = hub.admit(tenant_id)
+    retry_after = {"retry-after": str(max(1, math.ceil(settings.signal_stream_retry_ms / 1000)))}
+    if admission is Admission.PROCESS_FULL:
         raise SignalStreamsBusy(
             f"This instance serves {settings.signal_stream_max_per_process} signal streams already.",
-            headers={"retry-after": str(retry_after)},
+            headers=retry_after,
+        )
+    if admission is Admission.TENANT_FULL:
+        raise TenantSignalStreamsExhausted(
+            f"Your tenant holds {settings.signal_stream_max_per_tenant} signal streams on this instance already.",
+            extensions={"max_streams": settings.signal_stream_max_per_tenant},
+            headers=retry_after,
         )
     resume = max((i for i in (last_event_id, last_event_id_header) if i is not None), default=-1)
     spec = StreamSpec(venue, symbol, timeframe, resume, max_events)
     # no-cache: each stream is live; X-Accel-Buffering: nginx must pass events through as they are written.
     headers = {"cache-control": "no-cache", "x-accel-buffering": "no"}
-    return EventStream(_events(service, hub, settings, spec), hub, headers)
+    return EventStream(_events(service, hub, settings, spec), hub, tenant_id, headers)

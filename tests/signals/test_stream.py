@@ -400,6 +400,29 @@ async def test_streams_beyond_the_process_maximum_get_503_with_retry_after(
             assert (await again.event()).id == SEEDED_AS_OF
 
 
+async def test_a_tenant_beyond_its_stream_share_gets_429_while_others_are_admitted(
+    settings: Settings, redis_client: Redis
+) -> None:
+    async with served(settings, signal_stream_max_per_tenant=1) as api:
+        await seed(redis_client)
+        async with api.stream() as sse:
+            await sse.event()
+            refused = await api.http.get(PATH)
+            assert refused.status_code == 429
+            assert refused.headers["content-type"] == "application/problem+json"
+            assert refused.headers["retry-after"] == "1"
+            assert refused.json()["type"] == "/problems/tenant-signal-streams-exhausted"
+            assert refused.json()["max_streams"] == 1
+            other = httpx.AsyncClient(base_url=str(api.http.base_url), timeout=WAIT)
+            await authenticate(api.app, other, tenant_name="another-tenant")
+            async with other, other.stream("GET", PATH) as admitted:
+                assert admitted.status_code == 200
+                assert api.hub.streams == 2
+        await eventually(lambda: api.hub.streams == 0, "both slots to be released")
+        async with api.stream() as again:
+            assert (await again.event()).id == SEEDED_AS_OF
+
+
 CONFIGURED = "/v1/signals/binance/BTCUSDT/stream"  # a feed of the default settings (no data needed)
 
 

@@ -25,11 +25,11 @@ MINUTE_MS = 60_000
 START_MS = 1_700_000_000_000
 
 
-async def authenticate(app: FastAPI, client: AsyncClient) -> AsyncClient:
+async def authenticate(app: FastAPI, client: AsyncClient, tenant_name: str = "trading-tests") -> AsyncClient:
     """Make `client` a caller holding a real key with only `signals:read` (issued straight into the database)."""
     settings: Settings = app.state.settings
     async with app.state.session_factory() as session:
-        tenant = await ensure_tenant(session, "trading-tests")
+        tenant = await ensure_tenant(session, tenant_name)
         _key, secret = await issue_key(
             session,
             settings,

@@ -85,14 +85,17 @@ class MeteringMiddleware:
 
 async def charge_extra(scope: Scope, tokens: int) -> None:
     """Spend `tokens` more of the caller's budget, for a request that does the work of several (a batch item
-    costs what a single request does). Raises `RateLimited` (→ 429) when the bucket does not hold them all; nothing
-    is spent then."""
+    costs what a single request does). Raises `RateLimited` (→ 429) when the bucket does not hold them all; none of
+    them is spent then (the request's own token is)."""
     limiter: RateLimiter | None = getattr(scope["app"].state, RATE_LIMITER_STATE, None)
     principal = scope.get("state", {}).get("principal")
     if tokens > 0 and isinstance(principal, Principal):
         policy = policy_of(principal, limiter)
-        if limiter is not None and policy is not None:
-            await limiter.acquire(principal.tenant_id, tokens, policy=policy)
+        # The request paid one token already: together at most the whole bucket, or a batch larger than the
+        # tenant's burst could never pass (it then costs exactly one full bucket).
+        extra = min(tokens, policy.burst - 1) if policy is not None else 0
+        if limiter is not None and policy is not None and extra > 0:
+            await limiter.acquire(principal.tenant_id, extra, policy=policy)
 
 
 def policy_of(principal: Principal, limiter: RateLimiter | None) -> RateLimitPolicy | None:

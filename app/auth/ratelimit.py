@@ -3,8 +3,9 @@
 A Redis round trip per request would halve the throughput of a cached signal (STYLE.md: ~0.5x measured), so an
 instance *leases* tokens from the tenant's shared bucket (one Lua call, atomic) and spends them in-process, with
 no I/O, until they run out or the lease lapses. Guarantees:
-- Never more than the policy across all instances: Redis grants only tokens the bucket holds; a lapsed lease's
-  unspent tokens are dropped, not returned (the conservative side).
+- Redis grants only tokens the bucket holds. Tokens an instance leased just before a refill can still be spent
+  after it, so an instant burst may exceed the bucket by one lease per instance (at most `rate x lease_seconds`);
+  a lapsed lease's unspent tokens are dropped, not returned (the conservative side).
 - Leases adapt to demand: the first lease of a tenant is one token (a slow client costs one Redis call per request
   and strands nothing); a lease spent before it lapses doubles the next one, up to `rate x lease_seconds` tokens;
   one that lapses unspent halves it. So a busy tenant costs one Redis call per many requests, and tokens stranded
@@ -153,7 +154,10 @@ class RateLimiter:
         elif allowance.policy != policy:  # an operator changed the tenant's budget: it applies from this lease on
             allowance.policy, allowance.max_lease = policy, self._max_lease(policy)
             allowance.next_lease = min(allowance.next_lease, allowance.max_lease)
-            allowance.retry_at, allowance.local_tokens = 0.0, -1.0
+            # A refusal under the old budget may not hold under the new one: ask again. The fallback bucket keeps
+            # its level (clamped), so keys straddling the change cannot refill it by alternating policies.
+            allowance.retry_at = 0.0
+            allowance.local_tokens = min(allowance.local_tokens, float(policy.burst))
         if now >= allowance.expires and allowance.tokens:
             allowance.tokens = 0  # lapsed unspent: drop them (they are not returned); the next lease is smaller
             allowance.next_lease = max(1, allowance.next_lease // 2)
@@ -164,7 +168,9 @@ class RateLimiter:
                 allowance.tokens -= cost
                 return allowance.tokens + allowance.remaining
             if now < allowance.retry_at and cost >= allowance.retry_cost:
-                raise _refusal(policy, allowance.retry_at - now)
+                # The remembered wait was for `retry_cost` tokens; a costlier request waits for its extra ones too.
+                extra = (cost - allowance.retry_cost) / policy.per_second
+                raise _refusal(policy, allowance.retry_at - now + extra)
             if now < self._redis_down_until:
                 return self._spend_locally(allowance, cost, now)
             if allowance.lease is None:
@@ -229,9 +235,15 @@ class RateLimiter:
             for key, idle in list(self._allowances.items()):
                 if idle.lease is None and (idle.tokens == 0 or now >= idle.expires) and now >= idle.retry_at:
                     del self._allowances[key]
+        if len(self._allowances) >= self._max_tenants:
+            # Still full (every tracked tenant busy): forget the longest-tracked one without a lease in flight.
+            # Every tenant stays tracked, so none loses its refusal memory or, with Redis down, its local bucket
+            # for good; the evicted one at worst costs a lease and its unspent tokens (the conservative side).
+            victim = next((key for key, entry in self._allowances.items() if entry.lease is None), None)
+            if victim is not None:
+                del self._allowances[victim]
         allowance = _Allowance(policy, self._max_lease(policy))
-        if len(self._allowances) < self._max_tenants:
-            self._allowances[tenant_id] = allowance
+        self._allowances[tenant_id] = allowance  # at most max_tenants + leases in flight
         return allowance
 
 

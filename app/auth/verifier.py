@@ -19,7 +19,7 @@ import asyncio
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -343,13 +343,21 @@ class KeyCacheInvalidator:
         self._verifier = verifier
 
     async def invalidate(self, key_hash: str) -> None:
-        self._verifier.invalidate_local(key_hash)
+        await self.invalidate_many([key_hash])
+
+    async def invalidate_many(self, key_hashes: Sequence[str]) -> None:
+        """Every key of a list in one round trip (a tenant's budget change touches all its keys)."""
+        for key_hash in key_hashes:
+            self._verifier.invalidate_local(key_hash)
+        if not key_hashes:
+            return
         try:
             async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.incr(generation_key(key_hash))
-                pipe.expire(generation_key(key_hash), GENERATION_TTL_SECONDS)
-                pipe.delete(cache_key(key_hash))
-                pipe.publish(INVALIDATION_CHANNEL, key_hash)
+                for key_hash in key_hashes:
+                    pipe.incr(generation_key(key_hash))
+                    pipe.expire(generation_key(key_hash), GENERATION_TTL_SECONDS)
+                    pipe.delete(cache_key(key_hash))
+                    pipe.publish(INVALIDATION_CHANNEL, key_hash)
                 await pipe.execute()
         except (RedisError, OSError) as exc:
             # The change is committed; other instances converge when their entries expire (cache TTL).

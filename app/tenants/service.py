@@ -80,8 +80,7 @@ class TenantService:
         if invalidator is not None and hashes:
 
             async def invalidate() -> None:
-                for key_hash in hashes:
-                    await invalidator.invalidate(key_hash)
+                await invalidator.invalidate_many(hashes)
 
             after_commit(self.session, invalidate)
         return tenant

@@ -126,6 +126,48 @@ async def test_a_busy_tenant_leases_in_growing_batches_and_a_refused_one_costs_n
     assert await evalsha_calls(redis_client) - before == 0
 
 
+async def test_a_costlier_request_is_told_to_wait_longer(redis_client: Redis) -> None:
+    limit, tenant = limiter(redis_client, 1.0, 2), uuid.uuid4()
+    await limit.acquire(tenant, 2)
+    with pytest.raises(RateLimited) as single:
+        await limit.acquire(tenant)
+    with pytest.raises(RateLimited) as costly:  # remembered refusal: no Redis call, but its own wait
+        await limit.acquire(tenant, 2)
+    assert costly.value.extensions["retry_after_seconds"] > single.value.extensions["retry_after_seconds"]
+
+
+async def test_every_tenant_stays_tracked_when_the_table_is_full_of_busy_ones(redis_client: Redis) -> None:
+    limit = RateLimiter(
+        redis_client, RateLimitPolicy(NO_REFILL, 1), lease_seconds=60, redis_timeout_seconds=0.5, max_tenants=2
+    )
+    for busy in (uuid.uuid4(), uuid.uuid4()):
+        await limit.acquire(busy)  # refused from now on: neither is idle, the sweep frees nothing
+    hammering = uuid.uuid4()
+    await limit.acquire(hammering)
+    with pytest.raises(RateLimited):
+        await limit.acquire(hammering)
+    before = await evalsha_calls(redis_client)
+    for _ in range(20):
+        with pytest.raises(RateLimited):
+            await limit.acquire(hammering)
+    assert await evalsha_calls(redis_client) - before == 0  # its refusal is remembered like any other's
+
+
+async def test_alternating_budgets_with_redis_down_do_not_refill_the_local_bucket() -> None:
+    unreachable = Redis.from_url(f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=0.2)
+    limit, tenant = limiter(unreachable, NO_REFILL, 4), uuid.uuid4()
+    small, large = RateLimitPolicy(NO_REFILL, 4), RateLimitPolicy(NO_REFILL, 5)
+    granted = 0
+    for attempt in range(40):  # keys whose cached verifications straddle a budget change
+        try:
+            await limit.acquire(tenant, policy=small if attempt % 2 else large)
+        except RateLimited:
+            continue
+        granted += 1
+    assert granted <= 5
+    await unreachable.aclose()
+
+
 async def test_a_lease_that_lapses_before_its_waiter_resumes_is_still_spent(redis_client: Redis) -> None:
     # Leases lapse after lease_seconds; a request that waited for one must get its token even when the event
     # loop resumed it later than that (a busy process), not loop and end in a spurious 429.
@@ -211,13 +253,21 @@ async def test_over_http_the_tenant_gets_429_problem_with_retry_after(client: As
 
 async def test_a_batch_costs_a_token_per_item(client: AsyncClient, make_key: MakeKey) -> None:
     key = await make_key(Role.READER)
-    items = [{"venue": "sim", "symbol": "BTCUSDT", "timeframe": "1m"}] * 4
+    items = [{"venue": "sim", "symbol": "BTCUSDT", "timeframe": "1m"}] * 3
+    assert (await client.get("/v1/me", headers=key.headers)).status_code == 200  # 2 of 3 left
     refused = await client.post("/v1/signals/batch", json={"items": items}, headers=key.headers)
     assert refused.status_code == 429, refused.text
     assert refused.headers["ratelimit"] == '"tenant";r=0;t=1000'  # one line, the refusal's
-    # The batch was refused before spending its items: the budget left (2 of 3) still serves a 2-item batch.
-    small = await client.post("/v1/signals/batch", json={"items": items[:2]}, headers=key.headers)
-    assert small.status_code == 200, small.text
+    # Refused before spending its items: only the request's own token went (1 of 3 left).
+    assert (await client.get("/v1/me", headers=key.headers)).status_code == 200
+    assert (await client.get("/v1/me", headers=key.headers)).status_code == 429
+
+
+async def test_a_batch_larger_than_the_burst_costs_the_whole_bucket(client: AsyncClient, make_key: MakeKey) -> None:
+    key = await make_key(Role.READER)
+    items = [{"venue": "sim", "symbol": "BTCUSDT", "timeframe": "1m"}] * 5  # burst is 3: it could never be paid
+    served = await client.post("/v1/signals/batch", json={"items": items}, headers=key.headers)
+    assert served.status_code == 200, served.text
     assert (await client.get("/v1/me", headers=key.headers)).status_code == 429
 
 

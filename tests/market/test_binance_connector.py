@@ -176,6 +176,26 @@ async def test_snapshot_errors_are_retried_and_counted() -> None:
         assert connector.breaker.failures == 0  # reset by the success
 
 
+async def test_a_snapshot_the_buffered_diffs_do_not_continue_is_never_emitted() -> None:
+    # The venue answers first with a snapshot older than every buffered diff (a lagging REST replica): updates
+    # between the two were never seen, so that book must not reach the sink (the store would go back in time and
+    # count a resync that did not happen); the next snapshot bridges and is the only one emitted.
+    capture = synthetic_capture(diffs=40)
+    stale = json.dumps({"lastUpdateId": 500, "bids": [["1.00", "9"]], "asks": [["2.00", "9"]]}).encode()
+    async with (
+        MockExchange(capture, rest_script=[ScriptedResponse(200, body=stale)]) as mock,
+        running_connector(mock, "spot", [SYMBOL]) as (connector, recorder),
+    ):
+        sync = connector.syncs[SYMBOL]
+        await wait_for(lambda: mock.depth_calls(SYMBOL) == 2 and not sync.needs_snapshot)
+        emitted = [event.last_update_id for event in recorder.book_events(SYMBOL) if isinstance(event, BookSnapshot)]
+        assert emitted == [1004]
+        assert connector.stats.resyncs >= 1
+        await wait_for(lambda: connector.stats.frames == 40)
+        assert (sync.book.bids(), sync.book.asks()) == _final_book(capture, SYMBOL)
+        assert recorder.crossed_after == []
+
+
 async def test_buffer_overflow_forces_a_resync_and_recovers() -> None:
     capture = synthetic_capture(diffs=40)
     limits = ConnectorLimits(max_buffered_diffs=4, min_resync_interval_s=0.01)

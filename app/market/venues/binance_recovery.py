@@ -246,10 +246,16 @@ class BookRecovery:
         async with self._emit_lock:
             if not sync.needs_snapshot:
                 return  # nothing awaits it (on_snapshot would ignore it): emit nothing either
+            # Emitted only when the buffered diffs continue it. One they do not continue (older than the stream:
+            # the updates between were never seen) would take the stored book back in time and count as a resync
+            # downstream; the store keeps its book until a snapshot that bridges. (A snapshot that bridges and then
+            # meets a gap further on in the buffer is emitted with the diffs up to the gap: that book is exact.)
+            bridges = sync.can_bridge(snapshot.last_update_id)
             applied = sync.on_snapshot(snapshot)
-            await self._sink(snapshot)
-            for update in applied:
-                await self._sink(update)
+            if bridges:
+                await self._sink(snapshot)
+                for update in applied:
+                    await self._sink(update)
         if sync.needs_snapshot:  # the buffered diffs did not continue this snapshot: go round again
             self.stats.resyncs += 1
             logger.warning("binance.resync", extra={"symbol": sync.symbol, "reason": "snapshot_gap"})

@@ -48,11 +48,13 @@ def limiter(redis: Redis, per_second: float, burst: int, lease_seconds: float = 
     )
 
 
-async def spend_until_refused(limit: RateLimiter, tenant: uuid.UUID, attempts: int) -> int:
+async def spend_until_refused(
+    limit: RateLimiter, tenant: uuid.UUID, attempts: int, policy: RateLimitPolicy | None = None
+) -> int:
     granted = 0
     for _ in range(attempts):
         try:
-            await limit.acquire(tenant)
+            await limit.acquire(tenant, policy=policy)
         except RateLimited:
             continue
         granted += 1
@@ -166,6 +168,13 @@ async def test_alternating_budgets_with_redis_down_do_not_refill_the_local_bucke
         granted += 1
     assert granted <= 5
     await unreachable.aclose()
+
+
+async def test_a_lowered_burst_caps_what_the_shared_bucket_still_holds(redis: Redis) -> None:
+    limit, tenant = limiter(redis, NO_REFILL, 10), uuid.uuid4()
+    await limit.acquire(tenant)  # the bucket holds 9 under the old budget
+    lowered = RateLimitPolicy(NO_REFILL, 3)
+    assert await spend_until_refused(limit, tenant, 10, lowered) == 3
 
 
 async def test_a_lease_that_lapses_before_its_waiter_resumes_is_still_spent(redis_client: Redis) -> None:

@@ -107,9 +107,6 @@ class BarCloseHub:
         else:
             self._per_tenant.pop(tenant_id, None)
 
-    def streams_of(self, tenant_id: uuid.UUID) -> int:
-        return self._per_tenant.get(tenant_id, 0)
-
     @property
     def closing(self) -> bool:
         """The hub is shutting down or the instance draining: streams finish."""

@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app.auth.metering import USAGE_METER_STATE
 from app.config import Settings
 from app.keys.jobs import run_forever
 from app.usage.meter import UsageMeter
@@ -21,7 +22,7 @@ async def start_usage_services(
     """Sets `app.state.usage_meter` (read by the metering middleware) and starts its flush job; returns the
     matching shutdown coroutine, which stops the job and flushes what is left."""
     meter = UsageMeter(settings.usage_max_pending_rows)
-    app.state.usage_meter = meter
+    setattr(app.state, USAGE_METER_STATE, meter)
     # Pruning is a background job like expiry notices (off where DELTAFLOW_BACKGROUND_JOBS is false); flushing is
     # not optional: the counts live only in this process until flushed.
     retention = UsageRetention(settings.usage_retention_days, meter.today) if settings.background_jobs else None

@@ -8,7 +8,8 @@ import os
 import subprocess
 import sys
 import time
-from contextlib import AsyncExitStack
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 
 import httpx
@@ -37,9 +38,12 @@ def _bootstrap(env: dict[str, str]) -> str:
     return secret
 
 
-async def test_a_key_revoked_on_one_instance_is_rejected_by_another_within_a_second(
-    postgres_url: str, redis_client: object
-) -> None:
+@asynccontextmanager
+async def two_instances(
+    postgres_url: str,
+) -> AsyncIterator[tuple[httpx.AsyncClient, httpx.AsyncClient, dict[str, str]]]:
+    """Two real server processes on one Postgres and one Redis, a client for each, and a bootstrapped operator's
+    headers."""
     env = {"DELTAFLOW_DATABASE_URL": postgres_url, "DELTAFLOW_REDIS_URL": TEST_REDIS_URL}
     operator = _bootstrap(env)
     async with AsyncExitStack() as stack:
@@ -47,8 +51,13 @@ async def test_a_key_revoked_on_one_instance_is_rejected_by_another_within_a_sec
         _b, url_b = await stack.enter_async_context(serve(env=env))
         a = await stack.enter_async_context(httpx.AsyncClient(base_url=url_a, timeout=5))
         b = await stack.enter_async_context(httpx.AsyncClient(base_url=url_b, timeout=5))
-        admin_headers = {"Authorization": f"Bearer {operator}"}
+        yield a, b, {"Authorization": f"Bearer {operator}"}
 
+
+async def test_a_key_revoked_on_one_instance_is_rejected_by_another_within_a_second(
+    postgres_url: str, redis_client: object
+) -> None:
+    async with two_instances(postgres_url) as (a, b, admin_headers):
         created = await a.post("/v1/keys", json={"name": "victim"}, headers=admin_headers)
         assert created.status_code == 201
         victim = {"X-API-Key": created.json()["secret"]}
@@ -69,14 +78,7 @@ async def test_a_key_revoked_on_one_instance_is_rejected_by_another_within_a_sec
 async def test_a_tenant_budget_is_shared_by_two_server_processes_and_changed_on_both_at_once(
     postgres_url: str, redis_client: object
 ) -> None:
-    env = {"DELTAFLOW_DATABASE_URL": postgres_url, "DELTAFLOW_REDIS_URL": TEST_REDIS_URL}
-    operator = _bootstrap(env)
-    async with AsyncExitStack() as stack:
-        _a, url_a = await stack.enter_async_context(serve(env=env))
-        _b, url_b = await stack.enter_async_context(serve(env=env))
-        a = await stack.enter_async_context(httpx.AsyncClient(base_url=url_a, timeout=5))
-        b = await stack.enter_async_context(httpx.AsyncClient(base_url=url_b, timeout=5))
-        admin_headers = {"Authorization": f"Bearer {operator}"}
+    async with two_instances(postgres_url) as (a, b, admin_headers):
         # Six requests at once, then one per 1 000 s.
         budget = {"name": "budgeted", "rate_limit": {"per_second": 0.001, "burst": 6}}
         tenant = (await a.post("/v1/tenants", json=budget, headers=admin_headers)).json()["id"]

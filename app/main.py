@@ -21,6 +21,7 @@ from app.config import ServerKind, Settings, get_settings
 from app.core import fast_lane
 from app.core.compression import GzipMiddleware
 from app.core.db import create_engine, create_session_factory
+from app.core.db_errors import install_db_error_handlers
 from app.core.errors import ROUTE_METHODS_STATE, install_error_handlers
 from app.core.heap import startup_heap_freezer
 from app.core.lifecycle import Lifecycle, install_drain_signal, install_sigterm_drain, sigterm_drains_worker
@@ -101,6 +102,7 @@ def create_app(settings: Settings | None = None, *, handle_sigterm: bool = False
     app.state.settings = settings
     app.state.lifecycle = lifecycle
     install_error_handlers(app)
+    install_db_error_handlers(app)
     _include_routers(app, served=handle_sigterm)
     install_docs(app)
     _index_route_methods(app)

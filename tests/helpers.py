@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 from httpx import ASGITransport, AsyncClient
+from starlette.types import ASGIApp
 
 
 @asynccontextmanager
@@ -86,3 +88,60 @@ async def http_receiver(statuses: list[int]) -> AsyncIterator[tuple[str, list[Re
     finally:
         server.close()
         await server.wait_closed()
+
+
+OnResponseStart = Callable[[], Awaitable[None]]
+
+
+async def asgi_call(
+    app: ASGIApp,
+    method: str,
+    path: str,
+    *,
+    headers: dict[str, str],
+    body: bytes = b"",
+    query: str = "",
+    on_response_start: OnResponseStart | None = None,
+) -> tuple[int, bytes]:
+    """One request straight through the ASGI interface, running `on_response_start` at the moment the app sends
+    its status line (what a real server would write to the socket next): lets a test observe the world exactly
+    when the client could first act on the response. httpx's ASGITransport cannot, as it waits for the whole app."""
+    raw_headers = [(name.lower().encode(), value.encode()) for name, value in headers.items()]
+    raw_headers += [(b"content-length", str(len(body)).encode()), (b"content-type", b"application/json")]
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": query.encode(),
+        "root_path": "",
+        "headers": raw_headers,
+        "client": ("127.0.0.1", 50000),
+        "server": ("testserver", 80),
+    }
+    delivered = False
+    status = 0
+    chunks: list[bytes] = []
+
+    async def receive() -> dict[str, object]:
+        nonlocal delivered
+        if not delivered:
+            delivered = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        await asyncio.Event().wait()  # the client stays connected
+        raise AssertionError("unreachable")
+
+    async def send(message: MutableMapping[str, Any]) -> None:
+        nonlocal status
+        if message["type"] == "http.response.start":
+            status = int(message["status"])
+            if on_response_start is not None:
+                await on_response_start()
+        elif message["type"] == "http.response.body":
+            chunks.append(bytes(message.get("body", b"")))
+
+    await app(scope, receive, send)
+    return status, b"".join(chunks)

@@ -41,8 +41,16 @@ async def get_db_session(request: Request) -> AsyncIterator[AsyncSession]:
         yield session
 
 
+# scope="function": the code after `yield` (commit, then the post-commit hooks such as cache invalidation) runs
+# when the handler returns, *before* the response is sent. With FastAPI's default request scope it ran after the
+# response had gone out: a client could get 201 for a row that a failing COMMIT never stored, and its next request
+# could miss its own write (a new key 401, a revoked key still 200). A failing commit now raises into the
+# exception handlers and reaches the client as a problem response.
+_DB_SESSION = Depends(get_db_session, scope="function")
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 EngineDep = Annotated[AsyncEngine, Depends(get_engine)]
 RedisDep = Annotated[Redis, Depends(get_redis)]
 LifecycleDep = Annotated[Lifecycle, Depends(get_lifecycle)]
-DbSession = Annotated[AsyncSession, Depends(get_db_session)]
+DbSession = Annotated[AsyncSession, _DB_SESSION]

@@ -79,6 +79,35 @@ async def list_keys(
     return (await session.execute(query)).scalars().all()
 
 
+async def mark_rotated(session: AsyncSession, key: ApiKey, now: datetime, expires_at: datetime) -> bool:
+    """Compare-and-set: mark `key` rotated only if it is still live and unrotated. Of concurrent rotations exactly
+    one matches (Postgres re-checks the WHERE clause after the row lock; SQLite has a single writer), so one key
+    never gets two successors. The in-session object is updated with the new values."""
+    result = await session.execute(
+        update(ApiKey)
+        .where(
+            ApiKey.id == key.id,
+            ApiKey.rotated_at.is_(None),
+            ApiKey.revoked_at.is_(None),
+            ApiKey.expires_at > now,
+        )
+        .values(rotated_at=now, expires_at=expires_at)
+    )
+    return bool(getattr(result, "rowcount", 0) == 1)
+
+
+async def mark_revoked(session: AsyncSession, key: ApiKey, now: datetime) -> bool:
+    """Compare-and-set: revoke `key` unless it already is. False when another request revoked it first (the
+    object is then refreshed, so it shows the first revocation's time)."""
+    result = await session.execute(
+        update(ApiKey).where(ApiKey.id == key.id, ApiKey.revoked_at.is_(None)).values(revoked_at=now)
+    )
+    if getattr(result, "rowcount", 0) == 1:
+        return True
+    await session.refresh(key)
+    return False
+
+
 async def operator_key_exists(session: AsyncSession, now: datetime) -> bool:
     query = select(ApiKey.id).where(ApiKey.role == "operator", ApiKey.revoked_at.is_(None), ApiKey.expires_at > now)
     return (await session.execute(query.limit(1))).first() is not None

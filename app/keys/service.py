@@ -177,14 +177,17 @@ class KeyService:
         old = await self.get(actor, key_id, tenant_id)
         now = self.clock()
         if old.revoked_at is not None or old.expires_at <= now or old.rotated_at is not None:
-            raise KeyNotActive(f"API key {key_id} is {key_status(old, now, self.expiring_window)} or already rotated.")
+            raise self._not_rotatable(old, now)
         scopes = self._checked_scopes(actor.principal, Role(old.role), [Scope(s) for s in old.scopes])
         grace = self._grace(data)
         successor, secret = self._new_key(old.tenant_id, old.name, Role(old.role), scopes, self._expiry(data, now), now)
         successor.rotated_from_id = old.id
         successor.created_by_key_id = actor.principal.key_id
-        old.rotated_at = now
-        old.expires_at = min(old.expires_at, now + grace)
+        # The check above read the row; a concurrent rotation may have passed the same check. The conditional
+        # update decides: exactly one rotation of a key wins, the others get 409.
+        if not await repository.mark_rotated(self.session, old, now, min(old.expires_at, now + grace)):
+            await self.session.refresh(old)
+            raise self._not_rotatable(old, now)
         repository.add_key(self.session, successor)
         await self.session.flush()
         details = {"successor_id": str(successor.id), "grace_seconds": int(grace.total_seconds())}
@@ -195,12 +198,15 @@ class KeyService:
 
     async def revoke(self, actor: Actor, key_id: uuid.UUID, tenant_id: uuid.UUID | None) -> ApiKey:
         key = await self.get(actor, key_id, tenant_id)
-        if key.revoked_at is None:  # idempotent: revoking twice keeps the first time
-            key.revoked_at = self.clock()
-            await self.session.flush()
+        # Idempotent: revoking twice (or twice at once) keeps the first time and audits once.
+        if key.revoked_at is None and await repository.mark_revoked(self.session, key, self.clock()):
             self._audit(actor, key.tenant_id, "key.revoked", key, {})
             self._invalidate_after_commit(key.secret_hash)
         return key
+
+    def _not_rotatable(self, key: ApiKey, now: datetime) -> KeyNotActive:
+        state = "already rotated" if key.rotated_at is not None else key_status(key, now, self.expiring_window).value
+        return KeyNotActive(f"API key {key.id} is {state}; only a live, unrotated key can be rotated.")
 
     def _checked_scopes(self, holder: Principal, role: Role, requested: Sequence[Scope] | None) -> list[Scope]:
         if ROLE_RANK[role] > ROLE_RANK[holder.role]:

@@ -8,6 +8,8 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.models import Tenant, WebhookDelivery, WebhookEndpoint
@@ -34,8 +36,21 @@ async def get_webhook(session: AsyncSession, tenant_id: uuid.UUID) -> WebhookEnd
     return await session.get(WebhookEndpoint, tenant_id)
 
 
-def add_webhook(session: AsyncSession, endpoint: WebhookEndpoint) -> None:
-    session.add(endpoint)
+async def upsert_webhook(
+    session: AsyncSession, tenant_id: uuid.UUID, url: str, *, rotate_secret: bool, now: datetime
+) -> tuple[str, int, datetime]:
+    """Set the tenant's webhook URL in one statement: INSERT … ON CONFLICT DO UPDATE (Postgres and SQLite both
+    have it). Two concurrent first PUTs cannot both insert, and a secret rotation increments the stored version
+    (`secret_version + 1` in SQL), so concurrent rotations never collapse into one. Returns (url, version,
+    updated_at) as stored."""
+    dialect_insert = postgresql_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    insert = dialect_insert(WebhookEndpoint).values(tenant_id=tenant_id, url=url, secret_version=1, updated_at=now)
+    version = WebhookEndpoint.secret_version + 1 if rotate_secret else WebhookEndpoint.secret_version
+    statement = insert.on_conflict_do_update(
+        index_elements=[WebhookEndpoint.tenant_id], set_={"url": url, "updated_at": now, "secret_version": version}
+    ).returning(WebhookEndpoint.url, WebhookEndpoint.secret_version, WebhookEndpoint.updated_at)
+    row = (await session.execute(statement)).one()
+    return row.url, row.secret_version, row.updated_at
 
 
 def enqueue_delivery(

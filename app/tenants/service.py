@@ -12,11 +12,12 @@ from app.audit import repository as audit
 from app.auth.verifier import KeyCacheInvalidator
 from app.config import Settings
 from app.core.db import after_commit
+from app.core.db_errors import register_constraint_problem
 from app.core.errors import AppError
 from app.core.security import derive_secret
 from app.keys.repository import key_hashes_of_tenant
 from app.keys.service import Actor, TenantNotFound
-from app.models import Tenant, WebhookEndpoint
+from app.models import Tenant
 from app.tenants import repository
 from app.tenants.egress import WebhookDestinationRefused, refused_host
 from app.tenants.schemas import RateLimitRead, RateLimitSpec, TenantRead, WebhookRead, WebhookUpdate
@@ -27,6 +28,10 @@ class TenantNameTaken(AppError):
     title = "Tenant name already in use"
     status = 409
     description = "Tenant names are unique."
+
+
+# Two concurrent creations with one name both pass the pre-check; the unique constraint refuses the second.
+register_constraint_problem(TenantNameTaken, "uq_tenants_name", "tenants.name")
 
 
 def webhook_secret(settings: Settings, tenant_id: uuid.UUID, version: int) -> str:
@@ -121,17 +126,9 @@ class TenantService:
             if reason is not None:
                 raise WebhookDestinationRefused(f"{reason}; webhook URLs must reach a public address.")
         tenant_id = actor.principal.tenant_id
-        endpoint = await repository.get_webhook(self.session, tenant_id)
-        now = datetime.now(UTC)
-        if endpoint is None:
-            endpoint = WebhookEndpoint(tenant_id=tenant_id, url=str(data.url), secret_version=1, updated_at=now)
-            repository.add_webhook(self.session, endpoint)
-        else:
-            endpoint.url = str(data.url)
-            endpoint.updated_at = now
-            if data.rotate_secret:
-                endpoint.secret_version += 1
-        await self.session.flush()
+        url, version, updated_at = await repository.upsert_webhook(
+            self.session, tenant_id, str(data.url), rotate_secret=data.rotate_secret, now=datetime.now(UTC)
+        )
         audit.record(
             self.session,
             tenant_id=tenant_id,
@@ -139,11 +136,11 @@ class TenantService:
             action="webhook.updated",
             target=f"webhook:{tenant_id}",
             request_id=actor.request_id,
-            details={"url": endpoint.url, "secret_version": endpoint.secret_version},
+            details={"url": url, "secret_version": version},
         )
         return WebhookRead(
-            url=endpoint.url,
-            signing_secret=webhook_secret(self.settings, tenant_id, endpoint.secret_version),
-            secret_version=endpoint.secret_version,
-            updated_at=endpoint.updated_at,
+            url=url,
+            signing_secret=webhook_secret(self.settings, tenant_id, version),
+            secret_version=version,
+            updated_at=updated_at,
         )

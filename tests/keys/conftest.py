@@ -33,7 +33,10 @@ MakeKey = Callable[..., Awaitable[IssuedKey]]
 @pytest.fixture
 def make_key(app: FastAPI, settings: Settings) -> MakeKey:
     """Insert a key (and its tenant) straight into the database; needs the app's lifespan to be running."""
+    return key_maker(app, settings)
 
+
+def key_maker(app: FastAPI, settings: Settings) -> MakeKey:
     async def make(
         role: Role = Role.READER,
         *,

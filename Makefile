@@ -42,10 +42,14 @@ run: $(VENV)/.runtime ## serve the API on http://127.0.0.1:8000 (embedded SQLite
 	$(BIN)/deltaflow serve --with-ingest
 
 .PHONY: demo
+DEMO_ENV := DELTAFLOW_FEEDS=sim:BTCUSDT DELTAFLOW_DATABASE_URL=sqlite+aiosqlite:///./var/deltaflow.db \
+	DELTAFLOW_REDIS_URL=memory://
+
 demo: $(VENV)/.runtime ## serve the API with a simulated market (sim:BTCUSDT) ingested in-process, embedded backends
-	DELTAFLOW_DATABASE_URL=sqlite+aiosqlite:///./var/deltaflow.db $(BIN)/deltaflow migrate
-	DELTAFLOW_FEEDS=sim:BTCUSDT DELTAFLOW_DATABASE_URL=sqlite+aiosqlite:///./var/deltaflow.db \
-		DELTAFLOW_REDIS_URL=memory:// $(BIN)/deltaflow serve --with-ingest
+	$(DEMO_ENV) $(BIN)/deltaflow migrate
+	@# First start only, as `run` does: the default tenant and an operator key, printed once.
+	$(DEMO_ENV) $(BIN)/deltaflow keys bootstrap --if-missing
+	$(DEMO_ENV) $(BIN)/deltaflow serve --with-ingest
 
 .PHONY: migrate
 migrate: $(VENV)/.runtime ## apply database migrations (DELTAFLOW_DATABASE_URL, embedded SQLite by default)

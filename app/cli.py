@@ -16,7 +16,8 @@ from app.core import serving
 from app.keys.cli import add_keys_parser, run_keys_command
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """Every subcommand and option (the README's command examples are parsed by it in tests/test_readme.py)."""
     parser = argparse.ArgumentParser(prog="deltaflow", description="Deltaflow trading-signal API")
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -42,8 +43,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     replay = commands.add_parser("replay", help="feed a recorded session through the pipeline into Redis")
     replay.add_argument("file", help="a file written by `deltaflow record`")
     replay.add_argument("--speed", type=float, default=1.0, help="times real time; 0 = as fast as possible")
+    return parser
 
-    args = parser.parse_args(argv)
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     if args.command == "serve" and (args.with_ingest or args.server):
         # Server workers read settings themselves: pass the flags through their environment.
         if args.with_ingest:

@@ -362,14 +362,33 @@ class Settings(BaseSettings):
         return view
 
 
+# Query parameters that carry credentials in database and Redis URLs (libpq's `password`, `sslpassword`, asyncpg's
+# and redis-py's `password`, tokens of managed services); matched on the lowercased name, by substring.
+_SECRET_QUERY_PARTS = ("password", "passwd", "pwd", "secret", "token", "key", "auth", "credential")
+
+
 def _redact_url(url: str) -> str:
-    """Replace the password in `scheme://user:password@host` with ***."""
+    """The URL with its password (`scheme://user:password@host`) and every credential-like query parameter
+    (`?password=…`, `?sslpassword=…`, `?token=…`) replaced by ***."""
     scheme, sep, rest = url.partition("://")
-    if not sep or "@" not in rest:
+    if not sep:
         return url
-    credentials, at, host = rest.rpartition("@")
-    user, colon, _password = credentials.partition(":")
-    return f"{scheme}://{user}{':***' if colon else ''}{at}{host}"
+    rest, question, query = rest.partition("?")
+    query, hash_, fragment = query.partition("#")
+    if "@" in rest.split("/", 1)[0]:
+        credentials, at, host = rest.rpartition("@")
+        user, colon, _password = credentials.partition(":")
+        rest = f"{user}{':***' if colon else ''}{at}{host}"
+    if question:
+        query = "&".join(_redact_parameter(part) for part in query.split("&"))
+    return f"{scheme}://{rest}{question}{query}{hash_}{fragment}"
+
+
+def _redact_parameter(parameter: str) -> str:
+    name, equals, _value = parameter.partition("=")
+    if equals and any(part in name.lower() for part in _SECRET_QUERY_PARTS):
+        return f"{name}=***"
+    return parameter
 
 
 @lru_cache(maxsize=1)

@@ -72,3 +72,27 @@ def test_unknown_command_is_a_usage_error() -> None:
 def test_help_lists_each_command(command: str) -> None:
     result = _run("--help")
     assert command in result.stdout
+
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.parametrize("target", ["run", "demo"])
+def test_make_target_creates_an_operator_key_before_serving(target: str, tmp_path: Path) -> None:
+    """The target's own commands (`make -n`), run in an empty directory up to `serve`: a fresh clone gets a
+    usable operator key from `make run` and `make demo` alike (the demo once created none)."""
+    listed = subprocess.run(
+        ["make", "-s", "-n", "-C", str(PROJECT_ROOT), target, f"BIN={Path(sys.executable).parent}"],
+        capture_output=True, text=True, timeout=60, check=True,
+    ).stdout  # fmt: skip
+    commands = [line for line in listed.splitlines() if "/deltaflow " in line and not line.startswith("#")]
+    assert commands[-1].endswith("deltaflow serve --with-ingest"), commands
+    environment = {key: value for key, value in os.environ.items() if not key.startswith("DELTAFLOW_")}
+    printed = ""
+    for command in commands[:-1]:
+        result = subprocess.run(  # noqa: S602 - the Makefile's own recipe lines, as make would run them
+            command, shell=True, cwd=tmp_path, env=environment, capture_output=True, text=True, timeout=60, check=False
+        )
+        assert result.returncode == 0, f"{command}: {result.stderr}"
+        printed += result.stdout
+    assert "dfk_" in printed, f"`make {target}` would serve without any API key: {printed}"

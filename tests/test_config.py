@@ -72,3 +72,20 @@ def test_public_view_masks_secrets_and_passwords() -> None:
 def test_sqlite_path(url: str, expected: str | None) -> None:
     path = Settings(database_url=url).sqlite_path()
     assert (None if path is None else path.as_posix()) == expected
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("postgresql+asyncpg://app@db/deltaflow?password=hunter2", "postgresql+asyncpg://app@db/deltaflow?password=***"),
+        ("postgresql+asyncpg://app@db/x?sslmode=require&sslpassword=s3", "postgresql+asyncpg://app@db/x?sslmode=require&sslpassword=***"),
+        ("redis://cache:6379/0?password=hunter2&db=1", "redis://cache:6379/0?password=***&db=1"),
+        ("rediss://cache/0?Auth_Token=abc", "rediss://cache/0?Auth_Token=***"),
+        ("postgresql+asyncpg://app:pw@db/x?application_name=df", "postgresql+asyncpg://app:***@db/x?application_name=df"),
+    ],
+)  # fmt: skip
+def test_public_view_masks_passwords_given_as_query_parameters(url: str, shown: str) -> None:
+    field = "redis_url" if url.startswith("redis") else "database_url"
+    view = Settings.model_validate({field: url}).public_view()
+    assert view[field] == shown
+    assert "hunter2" not in str(view)

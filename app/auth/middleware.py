@@ -1,7 +1,8 @@
 """The one place `/v1` requests are authenticated and authorised, before any handler runs (pure ASGI).
 
 Order of checks: key present → well-formed with a valid checksum (no I/O) → verified (caches, then database) →
-not revoked, not expired → holds the scopes the matched route declared. Failures are problem+json: 401 with a
+not revoked, not expired → holds the scopes the matched route declared → names only query parameters the route
+documents (422 otherwise). Failures are problem+json: 401 with a
 distinct type per cause, 403 for missing scopes, 503 when the key store is unreachable. Keys close to expiry get
 `Sunset` (RFC 8594) on every response.
 """
@@ -17,7 +18,7 @@ import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.auth.errors import BEARER_CHALLENGE, ApiKeyAmbiguous, ApiKeyMissing, InsufficientScope
-from app.auth.policy import PROTECTED_PREFIX, RouteRule, match_rule
+from app.auth.policy import PROTECTED_PREFIX, RouteRule, match_rule, refuse_unknown_query
 from app.auth.principal import Principal
 from app.auth.verifier import KeyVerifier
 from app.core.asgi import append_header
@@ -88,6 +89,8 @@ class AuthMiddleware:
                     "granted_scopes": sorted(s.value for s in principal.scopes),
                 },
             )
+        if rule is not None:
+            refuse_unknown_query(rule, scope.get("query_string", b""))
         return principal, rule
 
     def _with_sunset(self, principal: Principal, send: Send) -> Send:

@@ -9,9 +9,10 @@ enforcement cannot disagree.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any
+from urllib.parse import unquote_plus
 
 from fastapi import Depends, Request
 from fastapi.routing import APIRoute
@@ -20,6 +21,7 @@ from starlette.routing import BaseRoute, compile_path
 from app.auth.errors import ApiKeyMissing, InsufficientScope
 from app.auth.principal import Principal
 from app.auth.scopes import Scope
+from app.core.errors import AppError
 
 PROTECTED_PREFIX = "/v1"
 SECURITY_SCHEMES = {
@@ -70,6 +72,51 @@ class RouteRule:
     path_regex: re.Pattern[str]
     methods: frozenset[str]
     scopes: frozenset[Scope]
+    # The query parameters the route documents (None: not known, nothing refused). A parameter outside them is a
+    # 422 rather than silently ignored: `?tenant_id=` on a route without it once acted on the caller's own tenant.
+    query_names: frozenset[str] | None = None
+
+
+class QueryParameterUnknown(AppError):
+    slug = "query-parameter-unknown"
+    title = "Unknown query parameter"
+    status = 422
+    description = (
+        "The request names a query parameter the route does not take (see its OpenAPI operation). It is refused "
+        "rather than ignored, so a misspelt or unsupported parameter never silently changes what the call does."
+    )
+
+
+def unknown_query_parameters(query_string: bytes, allowed: frozenset[str]) -> list[str]:
+    """The names in `query_string` that `allowed` lacks, in order of appearance (each once)."""
+    unknown: list[str] = []
+    for part in query_string.split(b"&"):
+        raw = part.split(b"=", 1)[0]
+        if not raw:
+            continue
+        name = raw.decode("latin-1")
+        if b"%" in raw or b"+" in raw:
+            name = unquote_plus(name, encoding="utf-8", errors="replace")
+        if name not in allowed and name not in unknown:
+            unknown.append(name)
+    return unknown
+
+
+def refuse_unknown_query(rule: RouteRule, query_string: bytes) -> None:
+    if rule.query_names is None or not query_string:
+        return
+    unknown = unknown_query_parameters(query_string, rule.query_names)
+    if unknown:
+        accepted = ", ".join(sorted(rule.query_names)) or "none"
+        raise QueryParameterUnknown(
+            f"Not a parameter of this route: {', '.join(unknown[:5])} (it accepts: {accepted}).",
+            extensions={
+                "errors": [
+                    {"parameter": name, "in": "query", "detail": "unknown parameter", "code": "extra_forbidden"}
+                    for name in unknown[:20]
+                ]
+            },
+        )
 
 
 class PolicyMissing(RuntimeError):
@@ -113,9 +160,12 @@ def walk_api_routes(
             )
 
 
-def compile_policy(routes: Iterable[BaseRoute], documented_paths: Iterable[str] = ()) -> tuple[RouteRule, ...]:
-    """Every /v1 route's scopes. `documented_paths` (from the OpenAPI document) is a cross-check: a /v1
-    operation the walk did not see must not slip through unprotected."""
+def compile_policy(
+    routes: Iterable[BaseRoute], documented_paths: Mapping[str, Mapping[str, Any]] | None = None
+) -> tuple[RouteRule, ...]:
+    """Every /v1 route's scopes and documented query parameters. `documented_paths` (the OpenAPI document's
+    `paths`) is also a cross-check: a /v1 operation the walk did not see must not slip through unprotected."""
+    documented_paths = documented_paths or {}
     rules: list[RouteRule] = []
     missing: list[str] = []
     for path, methods, dependencies in iter_api_routes(routes):
@@ -125,7 +175,8 @@ def compile_policy(routes: Iterable[BaseRoute], documented_paths: Iterable[str] 
         if scopes is None:
             missing.append(f"{','.join(sorted(methods))} {path}")
             continue
-        rules.append(RouteRule(path, compile_path(path)[0], methods, scopes))
+        query_names = _documented_query_names(documented_paths.get(path), methods)
+        rules.append(RouteRule(path, compile_path(path)[0], methods, scopes, query_names))
     covered = {rule.path for rule in rules}
     missing.extend(
         f"{path} (unresolved)" for path in documented_paths if path.startswith(PROTECTED_PREFIX) and path not in covered
@@ -133,6 +184,17 @@ def compile_policy(routes: Iterable[BaseRoute], documented_paths: Iterable[str] 
     if missing:
         raise PolicyMissing("routes without a scope declaration (use require(...)): " + "; ".join(sorted(missing)))
     return tuple(rules)
+
+
+def _documented_query_names(operations: Mapping[str, Any] | None, methods: frozenset[str]) -> frozenset[str] | None:
+    if operations is None:
+        return None
+    names: set[str] = set()
+    for method in methods:
+        for parameter in (operations.get(method.lower()) or {}).get("parameters", ()):
+            if parameter.get("in") == "query":
+                names.add(parameter["name"])
+    return frozenset(names)
 
 
 def match_rule(rules: Sequence[RouteRule], path: str, method: str) -> RouteRule | None:

@@ -38,7 +38,7 @@ def add_keys_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser
     boot.add_argument("--if-missing", action="store_true", help="exit 0 quietly when an operator key exists")
     create = actions.add_parser("create", help="create a key (printed once)")
     create.add_argument("--tenant", required=True, help="tenant name (created if missing)")
-    create.add_argument("--name", required=True)
+    create.add_argument("--name", help="a label for the key (default: <role>-key)")
     create.add_argument("--role", choices=[r.value for r in Role], default=Role.READER.value)
     create.add_argument("--scope", action="append", choices=[s.value for s in Scope], help="repeat; default: all")
     listing = actions.add_parser("list", help="list a tenant's keys")
@@ -81,7 +81,8 @@ async def _run(settings: Settings, args: argparse.Namespace) -> int:
                 key, secret = await bootstrap(session, settings, tenant_name=args.tenant, force=args.force)
                 await session.commit()
                 print(
-                    f"operator key for tenant {args.tenant!r} (id {key.id}); store it now, it is not shown again:",
+                    f"operator key {key.id} for tenant {args.tenant!r} (tenant id {key.tenant_id}); "
+                    "store it now, it is not shown again:",
                     file=sys.stderr,
                 )
                 print(secret)
@@ -90,7 +91,12 @@ async def _run(settings: Settings, args: argparse.Namespace) -> int:
                 tenant = await ensure_tenant(session, args.tenant)
                 scopes = None if not args.scope else frozenset(Scope(s) for s in args.scope)
                 key, secret = await issue_key(
-                    session, settings, tenant_id=tenant.id, name=args.name, role=Role(args.role), scopes=scopes
+                    session,
+                    settings,
+                    tenant_id=tenant.id,
+                    name=args.name or f"{args.role}-key",
+                    role=Role(args.role),
+                    scopes=scopes,
                 )
                 await session.commit()
                 await KeyCacheInvalidator(redis, verifier).invalidate(key.secret_hash)

@@ -11,6 +11,9 @@ from app.models import Base
 from app.models.types import UtcDateTime, utcnow
 
 
+WEBHOOK_URL_MAX_LENGTH = 2048
+
+
 class WebhookEndpoint(Base):
     """A tenant's webhook URL. The signing secret is derived from the server pepper and `secret_version`
     (never stored); bumping the version rotates it."""
@@ -18,7 +21,7 @@ class WebhookEndpoint(Base):
     __tablename__ = "webhook_endpoints"
 
     tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True)
-    url: Mapped[str] = mapped_column(String(2048))
+    url: Mapped[str] = mapped_column(String(WEBHOOK_URL_MAX_LENGTH))
     secret_version: Mapped[int] = mapped_column(Integer, default=1)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
 

@@ -33,15 +33,46 @@ class WebhookDestinationRefused(AppError):
     description = "Webhook URLs must reach a public address: loopback, private, link-local and reserved are refused."
 
 
+# IPv6 prefixes whose addresses carry an IPv4 address in their last 32 bits, which is where a packet really goes:
+# NAT64's well-known prefix (RFC 6052), SIIT's IPv4-translated form (RFC 2765) and the deprecated IPv4-compatible
+# form (RFC 4291). Python calls most of them global, so `64:ff9b::7f00:1` passed as public while it is 127.0.0.1.
+_LAST_32_BITS_CARRY_IPV4 = (
+    ipaddress.IPv6Network("64:ff9b::/96"),
+    ipaddress.IPv6Network("::ffff:0:0:0/96"),
+    ipaddress.IPv6Network("::/96"),
+)
+# RFC 8215's local-use NAT64 prefix translates into the operator's own network by definition.
+_LOCAL_NAT64 = ipaddress.IPv6Network("64:ff9b:1::/48")
+_IPV4_BITS = 0xFFFF_FFFF
+
+
 def is_public_address(address: str) -> bool:
-    """Globally routable unicast (an IPv4-mapped IPv6 address is judged as the IPv4 address it carries)."""
+    """Globally routable unicast. An IPv6 address that carries an IPv4 address (mapped, NAT64, SIIT,
+    IPv4-compatible, 6to4, Teredo) is judged by the IPv4 address it carries."""
     try:
         ip = ipaddress.ip_address(address.split("%", 1)[0])  # an IPv6 zone index is not part of the address
     except ValueError:
         return False
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip in _LOCAL_NAT64:
+            return False
+        carried = embedded_ipv4(ip)
+        if carried is not None:
+            return carried.is_global and not carried.is_multicast
     return ip.is_global and not ip.is_multicast
+
+
+def embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 address stands for, if it is one of the forms that carry one."""
+    if ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    if ip.sixtofour is not None:
+        return ip.sixtofour
+    if ip.teredo is not None:
+        return ip.teredo[1]  # the client's address, where the packet ends up
+    if any(ip in network for network in _LAST_32_BITS_CARRY_IPV4) and int(ip) > 1:  # not :: or ::1
+        return ipaddress.IPv4Address(int(ip) & _IPV4_BITS)
+    return None
 
 
 def refused_host(host: str) -> str | None:

@@ -2,12 +2,15 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field
+from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, UrlConstraints, field_validator
 
 from app.config import MIN_RATE_LIMIT_PER_SECOND
 from app.core.schemas import DisplayName
+
+# The column's own bound, so the schema and the table cannot disagree (Postgres refused longer URLs with a 500).
+from app.models.webhook import WEBHOOK_URL_MAX_LENGTH
 
 
 class RateLimitSpec(BaseModel):
@@ -60,8 +63,19 @@ class TenantRead(BaseModel):
 class WebhookUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    url: AnyHttpUrl = Field(examples=["https://hooks.example.com/deltaflow"])
+    url: Annotated[AnyHttpUrl, UrlConstraints(max_length=WEBHOOK_URL_MAX_LENGTH)] = Field(
+        examples=["https://hooks.example.com/deltaflow"],
+        description=f"At most {WEBHOOK_URL_MAX_LENGTH} characters, as normalised (punycode, percent-encoding).",
+    )
     rotate_secret: bool = Field(default=False, description="Issue a new signing secret (the old one stops).")
+
+    @field_validator("url")
+    @classmethod
+    def _normalised_length(cls, url: AnyHttpUrl) -> AnyHttpUrl:
+        # Normalising can lengthen a URL (an IDN host becomes punycode, spaces become %20): bound what is stored.
+        if len(str(url)) > WEBHOOK_URL_MAX_LENGTH:
+            raise ValueError(f"the URL is longer than {WEBHOOK_URL_MAX_LENGTH} characters once normalised")
+        return url
 
 
 class WebhookRead(BaseModel):

@@ -28,7 +28,7 @@ from app.analytics import AnalysisParams, Candles, Trades
 from app.core.errors import MalformedJson, json_pointer
 from app.trading.errors import MAX_REPORTED_ERRORS, BodyInvalid, InvalidMarketData
 from app.trading.params import build_params
-from app.trading.schemas import MAX_EPOCH_MS, AnalyzeOptions, CandleIn, TradeIn
+from app.trading.schemas import MAX_EPOCH_MS, MAX_MARKET_VALUE, AnalyzeOptions, CandleIn, TradeIn
 
 Loc = tuple[str | int, ...]
 FloatColumn = NDArray[np.float64]
@@ -54,6 +54,14 @@ class AnalysisInput:
     include_series: bool
 
 
+_TOO_LARGE = f"is larger in magnitude than {MAX_MARKET_VALUE:g}"
+
+
+def _too_large(column: FloatColumn) -> NDArray[np.bool_]:
+    with np.errstate(invalid="ignore"):  # NaN is reported as not finite
+        return np.abs(column) > MAX_MARKET_VALUE
+
+
 class _Structural(Exception):
     """The fast path met something it does not handle; pydantic validates the array instead."""
 
@@ -62,9 +70,12 @@ def decode(body: bytes) -> Any:
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as error:
+        if "depth limit" in str(error) or "recursion" in str(error):
+            # orjson stops at 1 024 levels; the standard library would recurse until RecursionError (a 500).
+            raise MalformedJson("The body nests arrays or objects more than 1024 levels deep.") from None
         try:
             return json.loads(body, parse_constant=_refuse_constant)
-        except ValueError:
+        except (ValueError, RecursionError):
             raise MalformedJson(f"The body is not valid JSON: {error}") from None
 
 
@@ -228,6 +239,7 @@ def _candle_columns(items: Sequence[Any], allowed: frozenset[str], interval_ms: 
     bad.check(np.concatenate(([False], np.diff(times) <= 0)), "t", 0, "not_increasing", "is not after the previous t")
     for order, (key, column) in enumerate((("o", o), ("h", h), ("l", lo), ("c", c), ("v", v)), start=1):
         bad.check(~np.isfinite(column), key, order, "not_finite", "is not a finite number")
+        bad.check(_too_large(column), key, order, "out_of_range", _TOO_LARGE)
     with np.errstate(invalid="ignore"):
         bad.check(h < np.maximum(o, c), "h", 2, "high_below_body", "is below max(o, c)")
         bad.check(lo > np.minimum(o, c), "l", 3, "low_above_body", "is above min(o, c)")
@@ -266,5 +278,7 @@ def _trade_columns(items: Sequence[Any]) -> Trades:
     bad.check(np.concatenate(([False], np.diff(times) < 0)), "t", 0, "not_sorted", "is before the previous t")
     bad.check(~np.isfinite(price) | (price <= 0), "p", 1, "not_positive", "is not a positive finite number")
     bad.check(~np.isfinite(qty) | (qty < 0), "q", 2, "not_non_negative", "is not a non-negative finite number")
+    bad.check(_too_large(price), "p", 1, "out_of_range", _TOO_LARGE)
+    bad.check(_too_large(qty), "q", 2, "out_of_range", _TOO_LARGE)
     bad.raise_if_any()
     return Trades.from_arrays(time=times, price=price, qty=qty, side=side)

@@ -26,8 +26,12 @@ ModuleName = Literal["cvd", "orderflow", "smc", "fibonacci", "indicators"]
 # Largest accepted open time: 9999-12-31T23:59:59.999Z in epoch milliseconds.
 MAX_EPOCH_MS = 253_402_300_799_999
 
-FiniteNumber = Annotated[float, Field(strict=True, allow_inf_nan=False)]
-NonNegativeNumber = Annotated[float, Field(strict=True, allow_inf_nan=False, ge=0)]
+# Prices, volumes and quantities are at most this in magnitude: finite inputs whose sums, products and squares
+# over a full request (1 000 000 trades) stay finite (two trades of q = 1e308 overflowed a sum to inf and ended in
+# a 500). 1e18 is far beyond any real market (a meme coin's yearly volume is ~1e16 units).
+MAX_MARKET_VALUE = 1e18
+FiniteNumber = Annotated[float, Field(strict=True, allow_inf_nan=False, ge=-MAX_MARKET_VALUE, le=MAX_MARKET_VALUE)]
+NonNegativeNumber = Annotated[float, Field(strict=True, allow_inf_nan=False, ge=0, le=MAX_MARKET_VALUE)]
 EpochMs = Annotated[int, Field(strict=True, ge=0, le=MAX_EPOCH_MS)]
 
 

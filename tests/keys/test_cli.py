@@ -42,6 +42,21 @@ def test_bootstrap_prints_the_operator_key_once_and_refuses_twice(env: dict[str,
     assert forced.stdout.strip() != secret
 
 
+def test_bootstrap_names_the_key_id_and_the_tenant_id_each_as_what_it_is(env: dict[str, str]) -> None:
+    first = _keys(env, "bootstrap", "--tenant", "acme")
+    listed = _keys(env, "list", "--tenant", "acme").stdout
+    key_id = listed.split()[0]
+    tenant_id = next(word for word in first.stderr.replace(")", " ").split() if word.count("-") == 4 and word != key_id)
+    assert f"operator key {key_id} for tenant 'acme' (tenant id {tenant_id})" in first.stderr
+    assert tenant_id != key_id
+
+
+def test_create_without_a_name_labels_the_key_by_its_role(env: dict[str, str]) -> None:
+    created = _keys(env, "create", "--tenant", "acme", "--role", "admin")
+    assert created.returncode == 0, created.stderr
+    assert "admin-key" in _keys(env, "list", "--tenant", "acme").stdout
+
+
 def test_create_list_rotate_revoke_mirror_the_http_routes(env: dict[str, str]) -> None:
     created = _keys(env, "create", "--tenant", "acme", "--name", "bot", "--role", "reader", "--scope", "market:read")
     assert created.returncode == 0, created.stderr

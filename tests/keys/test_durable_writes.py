@@ -9,7 +9,6 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -22,42 +21,9 @@ from sqlalchemy.pool import NullPool
 
 from app.auth.scopes import Role
 from app.config import Settings
-from app.core.migrations import upgrade_to_head
-from app.main import create_app
 from app.models import ApiKey, AuditEvent, Tenant
-from tests.conftest import TEST_REDIS_URL, make_settings, truncate_all
-from tests.helpers import asgi_call, running
-from tests.keys.conftest import IssuedKey, MakeKey, key_maker
-
-
-@pytest.fixture(params=["postgres", "sqlite"])
-def backend_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """The same tests on real Postgres and on the embedded SQLite file (a fresh one per test)."""
-    if request.param == "postgres":
-        url: str = request.getfixturevalue("postgres_url")
-        return url
-    url = f"sqlite+aiosqlite:///{tmp_path}/durable.db"
-    upgrade_to_head(url)
-    return url
-
-
-@pytest.fixture
-async def backend_settings(backend_url: str, redis_client: object) -> AsyncIterator[Settings]:
-    yield make_settings(database_url=backend_url, redis_url=TEST_REDIS_URL, background_jobs=False)
-    if backend_url.startswith("postgresql"):
-        await truncate_all(backend_url)
-
-
-@pytest.fixture
-async def backend(backend_settings: Settings) -> AsyncIterator[tuple[FastAPI, AsyncClient]]:
-    app = create_app(backend_settings)
-    async with running(app) as client:
-        yield app, client
-
-
-@pytest.fixture
-def make_backend_key(backend: tuple[FastAPI, AsyncClient], backend_settings: Settings) -> MakeKey:
-    return key_maker(backend[0], backend_settings)
+from tests.helpers import asgi_call
+from tests.keys.conftest import IssuedKey, MakeKey
 
 
 async def _count(app: FastAPI, statement: Any) -> int:

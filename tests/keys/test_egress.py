@@ -37,6 +37,17 @@ from tests.keys.conftest import MakeKey
         ("fe80::1%eth0", False),
         ("::ffff:127.0.0.1", False),  # IPv4-mapped loopback
         ("::ffff:8.8.8.8", True),
+        ("64:ff9b::7f00:1", False),  # NAT64 of 127.0.0.1
+        ("64:ff9b::a9fe:a9fe", False),  # NAT64 of 169.254.169.254
+        ("64:ff9b::808:808", True),  # NAT64 of 8.8.8.8
+        ("64:ff9b:1::808:808", False),  # local-use NAT64 prefix: the operator's own translator
+        ("2002:7f00:1::", False),  # 6to4 of 127.0.0.1
+        ("2002:a00:1::1", False),  # 6to4 of 10.0.0.1
+        ("2002:808:808::1", True),
+        ("2001:0:4136:e378:8000:63bf:80ff:fffe", False),  # Teredo, client 127.0.0.1
+        ("::7f00:1", False),  # IPv4-compatible 127.0.0.1
+        ("::ffff:0:7f00:1", False),  # SIIT IPv4-translated 127.0.0.1
+        ("::ffff:0:808:808", True),
         ("not-an-ip", False),
     ],
 )
@@ -70,7 +81,15 @@ async def guarded(settings: Settings, client: AsyncClient) -> AsyncIterator[tupl
 
 
 @pytest.mark.parametrize(
-    "url", ["http://127.0.0.1:8080/hook", "http://169.254.169.254/latest", "http://localhost/x", "http://[::1]/x"]
+    "url",
+    [
+        "http://127.0.0.1:8080/hook",
+        "http://169.254.169.254/latest",
+        "http://localhost/x",
+        "http://[::1]/x",
+        "http://[64:ff9b::7f00:1]/",
+        "http://[2002:7f00:1::]/",
+    ],
 )
 async def test_registering_a_private_destination_is_a_422_problem(
     guarded: tuple[FastAPI, AsyncClient], make_key: MakeKey, url: str

@@ -265,3 +265,21 @@ async def test_an_unreachable_redis_is_503_not_500(settings: Settings) -> None:
         assert response.headers["content-type"] == "application/problem+json"
         assert response.headers["retry-after"] == "2"
         assert response.json()["type"] == "/problems/service-unavailable"
+
+
+@pytest.mark.parametrize("form", ["strong", "weak", "listed", "spaced"])
+async def test_if_none_match_compares_weakly_so_every_form_of_the_current_tag_is_304(
+    signals_client: AsyncClient, redis_client: Redis, form: str
+) -> None:
+    """RFC 9110 §13.1.2: If-None-Match uses the weak comparison, so the strong form of our weak tag matches too."""
+    await seed_walk(redis_client)
+    tag = (await signals_client.get(PATH)).headers["etag"]
+    assert tag.startswith('W/"')
+    sent = {
+        "strong": tag.removeprefix("W/"),
+        "weak": tag,
+        "listed": f'"other", {tag.removeprefix("W/")}',
+        "spaced": f'  W/"x" ,{tag}  ',
+    }[form]
+    for headers in ({"if-none-match": sent}, {"if-none-match": sent, "accept-encoding": "identity"}):
+        assert (await signals_client.get(PATH, headers=headers)).status_code == 304, (form, headers)

@@ -222,6 +222,40 @@ async def test_malformed_json_is_a_400(signals_client: AsyncClient) -> None:
     problem(await post(signals_client, b'{"candles": [NaN]}'), 400, "malformed-json")
 
 
+@pytest.mark.parametrize("depth", [1_025, 1_100, 5_000])
+async def test_json_nested_too_deeply_is_a_400_not_a_recursion_error(signals_client: AsyncClient, depth: int) -> None:
+    body = b'{"candles": ' + b"[" * depth + b"]" * depth + b"}"
+    problem_body = problem(await post(signals_client, body), 400, "malformed-json")
+    assert "1024 levels" in problem_body["detail"]
+
+
+async def test_finite_quantities_whose_sum_would_overflow_are_refused_at_their_element(
+    signals_client: AsyncClient,
+) -> None:
+    rows = candle_rows(3)
+    trades = [{"t": rows[1]["t"] + i, "p": 100.0, "q": 1e308, "side": "buy"} for i in range(2)]
+    problem_body = problem(await post(signals_client, {"candles": rows, "trades": trades}), 422, "invalid-market-data")
+    assert [(e["pointer"], e["code"]) for e in problem_body["errors"]] == [
+        ("#/trades/0/q", "out_of_range"),
+        ("#/trades/1/q", "out_of_range"),
+    ]
+    huge_volume = _mutated(2, v=1e300)
+    problem_body = problem(await post(signals_client, huge_volume), 422, "invalid-market-data")
+    assert (problem_body["errors"][0]["pointer"], problem_body["errors"][0]["code"]) == (
+        "#/candles/2/v",
+        "out_of_range",
+    )
+
+
+async def test_the_largest_accepted_values_analyse_without_error(signals_client: AsyncClient) -> None:
+    rows = candle_rows(50)
+    for row in rows:
+        row["v"] = row["taker_buy_v"] = 1e18
+    trades = [{"t": rows[10]["t"] + i, "p": 1e18, "q": 1e18, "side": "sell"} for i in range(1_000)]
+    response = await post(signals_client, {"candles": rows, "trades": trades})
+    assert response.status_code == 200, response.text
+
+
 async def test_candle_and_trade_counts_are_limited_by_settings(settings: Settings) -> None:
     async with signals_client_with(settings, analyze_max_candles=5, analyze_max_trades=1) as client:
         body = problem(await post(client, {"candles": candle_rows(6)}), 422, "invalid-market-data")

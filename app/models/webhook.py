@@ -10,7 +10,6 @@ from sqlalchemy.orm import Mapped, mapped_column
 from app.models import Base
 from app.models.types import UtcDateTime, utcnow
 
-
 WEBHOOK_URL_MAX_LENGTH = 2048
 
 

@@ -100,4 +100,4 @@ async def test_a_value_at_the_column_limit_is_stored_and_one_more_character_is_a
     accepted = await spec.send(client, operator, at_limit)
     assert accepted.status_code in {200, 201}, accepted.text
     async with app.state.session_factory() as session:
-        assert (await session.execute(spec.stored(at_limit))).scalar_one() == at_limit  # type: ignore[call-overload]
+        assert (await session.execute(spec.stored(at_limit))).scalar_one() == at_limit

@@ -37,8 +37,10 @@ install: $(VENV)/.dev ## create .venv and install the app with its dev tools
 .PHONY: run
 run: $(VENV)/.runtime ## serve the API on http://127.0.0.1:8000 (embedded SQLite + in-process Redis)
 	$(BIN)/deltaflow migrate
-	@# First start only: create the default tenant and an operator key, printed once (kept nowhere in clear).
+	@# First start only: create the default tenant, an operator key and an operator console login, each printed
+	@# once (kept nowhere in clear).
 	$(BIN)/deltaflow keys bootstrap --if-missing
+	$(BIN)/deltaflow users bootstrap --if-missing
 	$(BIN)/deltaflow serve --with-ingest
 
 .PHONY: demo
@@ -49,6 +51,7 @@ demo: $(VENV)/.runtime ## serve the API with a simulated market (sim:BTCUSDT) in
 	$(DEMO_ENV) $(BIN)/deltaflow migrate
 	@# First start only, as `run` does: the default tenant and an operator key, printed once.
 	$(DEMO_ENV) $(BIN)/deltaflow keys bootstrap --if-missing
+	$(DEMO_ENV) $(BIN)/deltaflow users bootstrap --if-missing
 	$(DEMO_ENV) $(BIN)/deltaflow serve --with-ingest
 
 .PHONY: migrate

@@ -6,12 +6,13 @@ import argparse
 import asyncio
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import orjson
 
 from app.config import ServerKind, Settings, get_settings
+from app.console.cli import add_users_parser, run_users_command
 from app.core import serving
 from app.keys.cli import add_keys_parser, run_keys_command
 
@@ -35,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("migrate", help="apply database migrations up to the code's head revision")
     commands.add_parser("check", help="print the configuration (secrets masked) and test connectivity")
     add_keys_parser(commands)
+    add_users_parser(commands)
     commands.add_parser("ingest", help="ingest DELTAFLOW_FEEDS into Redis (one leased ingestor per feed)")
     record = commands.add_parser("record", help="record DELTAFLOW_FEEDS' normalised events to a file")
     record.add_argument("file", help="output file (JSON lines)")
@@ -60,15 +62,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:  # pydantic ValidationError: print it plainly, not as a traceback
         print(f"deltaflow: invalid configuration:\n{exc}", file=sys.stderr)
         return 2
-    if args.command == "serve":
-        return serving.serve(settings, args.host, args.port, args.workers)
-    if args.command == "migrate":
-        return _migrate(settings)
-    if args.command == "keys":
-        return run_keys_command(settings, args)
-    if args.command in {"ingest", "record", "replay"}:
-        return _market_command(settings, args)
-    return asyncio.run(_check(settings))
+    return _dispatch(settings, args)
+
+
+def _dispatch(settings: Settings, args: argparse.Namespace) -> int:
+    commands: dict[str, Callable[[], int]] = {
+        "serve": lambda: serving.serve(settings, args.host, args.port, args.workers),
+        "migrate": lambda: _migrate(settings),
+        "keys": lambda: run_keys_command(settings, args),
+        "users": lambda: run_users_command(settings, args),
+        "ingest": lambda: _market_command(settings, args),
+        "record": lambda: _market_command(settings, args),
+        "replay": lambda: _market_command(settings, args),
+    }
+    command = commands.get(args.command)
+    return command() if command is not None else asyncio.run(_check(settings))
 
 
 def _migrate(settings: Settings) -> int:

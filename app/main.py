@@ -18,6 +18,8 @@ from app.auth.middleware import AuthMiddleware
 from app.auth.policy import RouteRule, add_security_to_openapi, compile_policy, iter_api_routes
 from app.auth.ratelimit import rate_limiter_from_settings
 from app.config import ServerKind, Settings, get_settings
+from app.console.app import install_console, start_console
+from app.console.middleware import ConsoleMiddleware
 from app.core import fast_lane
 from app.core.compression import GzipMiddleware
 from app.core.db import create_engine, create_session_factory
@@ -64,6 +66,8 @@ def create_app(settings: Settings | None = None, *, handle_sigterm: bool = False
         app.state.engine = engine
         app.state.session_factory = create_session_factory(engine)
         app.state.redis = redis
+        if settings.console_enabled:
+            start_console(app, settings, redis)
         # In-process market ingestion (`serve --with-ingest`); a Redis lease keeps one ingestor per feed.
         ingestion = start_ingestion(settings, redis) if settings.ingest_in_process else None
         stop_key_services = await start_key_services(app, settings, redis, app.state.session_factory)
@@ -104,6 +108,8 @@ def create_app(settings: Settings | None = None, *, handle_sigterm: bool = False
     install_error_handlers(app)
     install_db_error_handlers(app)
     _include_routers(app, served=handle_sigterm)
+    if settings.console_enabled:
+        install_console(app)
     install_docs(app)
     _index_route_methods(app)
     # Compiled after every router is included: a /v1 route without a scope declaration fails start-up here.
@@ -147,11 +153,13 @@ def _include_routers(app: FastAPI, *, served: bool) -> None:
 
 
 def _add_middleware(app: FastAPI, settings: Settings, policy: tuple[RouteRule, ...]) -> None:
-    # Each add_middleware wraps the previous: request context (outermost) → gzip → auth → metering (rate limit,
-    # usage) → body limit → routes.
+    # Each add_middleware wraps the previous: request context (outermost) → gzip → console (on /console only) →
+    # auth (on /v1 only) → metering (rate limit, usage) → body limit → routes.
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
     app.add_middleware(MeteringMiddleware)
     app.add_middleware(AuthMiddleware, rules=policy, sunset_warning_days=settings.key_sunset_warning_days)
+    if settings.console_enabled:  # sessions, CSRF origin check and page headers on /console only
+        app.add_middleware(ConsoleMiddleware, settings=settings)
     if settings.gzip_level > 0:
         # Compresses only for clients that accept gzip and bodies of at least `gzip_min_bytes`; never buffers
         # event streams (SSE). See app.core.compression for why not Starlette's.

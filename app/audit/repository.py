@@ -22,10 +22,12 @@ def record(
     target: str | None,
     request_id: str | None,
     details: dict[str, Any] | None = None,
+    actor_user_id: uuid.UUID | None = None,
 ) -> AuditEvent:
     event = AuditEvent(
         tenant_id=tenant_id,
         actor_key_id=actor_key_id,
+        actor_user_id=actor_user_id,
         action=action,
         target=target,
         request_id=request_id,

@@ -53,7 +53,7 @@ class MeteringMiddleware:
             try:
                 remaining = await limiter.acquire(principal.tenant_id, policy=policy)
             except RateLimited as refusal:
-                if meter is not None:
+                if meter is not None and principal.key_id is not None:
                     meter.record(principal.tenant_id, principal.key_id, route, refusal.status)
                 await app_error_response(scope, refusal)(scope, receive, send)
                 return
@@ -79,7 +79,7 @@ class MeteringMiddleware:
         try:
             await self.app(scope, receive, send_metered)
         finally:
-            if meter is not None:
+            if meter is not None and principal.key_id is not None:  # /v1 principals are keys; never None here
                 meter.record(principal.tenant_id, principal.key_id, route, status)
 
 

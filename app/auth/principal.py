@@ -12,13 +12,17 @@ from app.auth.scopes import Role, Scope
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    key_id: uuid.UUID
+    """An API key (`key_id`) or, in the console, a signed-in person (`user_id`; `key_id` is then None) — with
+    exactly the scopes of its role, so the services need not know which."""
+
+    key_id: uuid.UUID | None
     tenant_id: uuid.UUID
     role: Role
     scopes: frozenset[Scope]
     expires_at: datetime
     name: str
     rate_limit: RateLimitPolicy | None = None  # the tenant's own budget; None: the service default
+    user_id: uuid.UUID | None = None
 
     @property
     def is_operator(self) -> bool:

@@ -172,7 +172,7 @@ class KeyVerifier:
             if len(self._principals) >= max(self._local_size, 1) * 2:
                 self._principals.clear()
             self._principals[key_hash] = (record, principal)
-        if len(self.used_key_ids) < self.max_pending_used:
+        if len(self.used_key_ids) < self.max_pending_used and principal.key_id is not None:
             self.used_key_ids.add(principal.key_id)
         return principal
 

@@ -280,6 +280,7 @@ class KeyService:
             self.session,
             tenant_id=tenant_id,
             actor_key_id=actor.principal.key_id,
+            actor_user_id=actor.principal.user_id,
             action=action,
             target=f"api_key:{key.id}",
             request_id=actor.request_id,

@@ -27,6 +27,7 @@ from app.models.api_key import ApiKey, KeyExpiryNotice  # noqa: E402
 from app.models.audit_event import AuditEvent  # noqa: E402
 from app.models.tenant import Tenant  # noqa: E402
 from app.models.usage import UsageCount  # noqa: E402
+from app.models.user import User  # noqa: E402
 from app.models.webhook import WebhookDelivery, WebhookEndpoint  # noqa: E402
 
 __all__ = [
@@ -37,6 +38,7 @@ __all__ = [
     "KeyExpiryNotice",
     "Tenant",
     "UsageCount",
+    "User",
     "WebhookDelivery",
     "WebhookEndpoint",
 ]

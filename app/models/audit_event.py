@@ -20,6 +20,9 @@ class AuditEvent(Base):
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
     tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
     actor_key_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, default=None)
+    # Set when a person acted through the console (then `actor_key_id` is null); no foreign key, like the key's:
+    # the trail outlives the accounts it names.
+    actor_user_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, default=None)
     action: Mapped[str] = mapped_column(String(64))
     target: Mapped[str | None] = mapped_column(String(200), default=None)
     request_id: Mapped[str | None] = mapped_column(String(128), default=None)

@@ -130,6 +130,7 @@ async def list_audit(
                 id=e.id,
                 tenant_id=e.tenant_id,
                 actor_key_id=e.actor_key_id,
+                actor_user_id=e.actor_user_id,
                 action=e.action,
                 target=e.target,
                 request_id=e.request_id,

@@ -104,6 +104,9 @@ class AuditEventRead(BaseModel):
     id: uuid.UUID
     tenant_id: uuid.UUID
     actor_key_id: uuid.UUID | None
+    actor_user_id: uuid.UUID | None = Field(
+        default=None, description="The console user who acted (then `actor_key_id` is null)."
+    )
     action: str
     target: str | None
     request_id: str | None

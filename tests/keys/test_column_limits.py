@@ -62,6 +62,9 @@ SERVER_FILLED = {
     "usage_counts.route": "a route template of the app (or a fixed placeholder for unmatched paths)",
     "webhook_deliveries.event": "a constant event name",
     "webhook_deliveries.status": "pending | delivered | failed",
+    "users.email": "set by `deltaflow users create` only, bounded by normalise_email (tests/console/test_users.py)",
+    "users.password_hash": "an argon2 hash (~100 characters)",
+    "users.role": "a ConsoleRole value",
 }
 
 

@@ -14,6 +14,8 @@ from typing import Annotated, Any
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from app.config.console import ConsoleSettings
+
 # Development-only secret. Production refuses to start with it (see `_refuse_unsafe_production`).
 DEFAULT_DEV_SECRET = "dev-insecure-change-me"  # noqa: S105 - a documented placeholder, rejected in production
 
@@ -38,7 +40,7 @@ class LogFormat(StrEnum):
     CONSOLE = "console"
 
 
-class Settings(BaseSettings):
+class Settings(ConsoleSettings, BaseSettings):
     """Deltaflow configuration. Field names map to `DELTAFLOW_<NAME>` environment variables."""
 
     model_config = SettingsConfigDict(

@@ -1,0 +1,178 @@
+"""The console in a real browser: Debian's Chromium driven by Playwright (`executable_path`, no browser download)
+against a real `deltaflow serve` on Postgres and Redis.
+
+Screenshots of every page visited are kept under `var/test-artifacts/console/` (override with
+`DELTAFLOW_TEST_ARTIFACTS`); each page is checked with axe-core (vendored under tests/console/vendor) for serious
+or critical accessibility violations.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from playwright.async_api import Browser, Page, async_playwright
+
+from tests.conftest import TEST_REDIS_URL, truncate_all
+from tests.e2e.test_revocation import DELTAFLOW
+from tests.e2e.test_serve import serve
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+CHROMIUM = os.environ.get("DELTAFLOW_TEST_CHROMIUM", "/usr/bin/chromium")
+ROOT = Path(__file__).resolve().parents[2]
+ARTIFACTS = Path(os.environ.get("DELTAFLOW_TEST_ARTIFACTS", ROOT / "var" / "test-artifacts")) / "console"
+AXE = Path(__file__).parent / "vendor" / "axe.min.js"
+EMAIL = "admin@example.com"
+PASSWORD = "a browser-typed passphrase"
+CHROMIUM_ARGS = [
+    "--no-sandbox",  # CI runs as root, where Chromium's sandbox cannot start
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",  # no calls to Google's services on a machine without internet
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+needs_chromium = pytest.mark.skipif(
+    shutil.which(CHROMIUM) is None and not Path(CHROMIUM).exists(),
+    reason=f"no Chromium at {CHROMIUM} (`apt-get install chromium`; .ci/run installs it)",
+)
+
+
+def _cli(env: dict[str, str], *args: str, stdin: str = "") -> str:
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("DELTAFLOW_")} | env
+    result = subprocess.run(
+        [DELTAFLOW, *args], env=environment, input=stdin, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+@pytest.fixture
+async def console_server(postgres_url: str, redis_client: object) -> AsyncIterator[str]:
+    env = {
+        "DELTAFLOW_DATABASE_URL": postgres_url,
+        "DELTAFLOW_REDIS_URL": TEST_REDIS_URL,
+        "DELTAFLOW_RATE_LIMIT_PER_SECOND": "0",
+        "DELTAFLOW_FEEDS": "",
+    }
+    _cli(env, "users", "create", "--tenant", "browser", "--email", EMAIL, "--role", "admin", "--password-stdin",
+         stdin=PASSWORD + "\n")  # fmt: skip
+    try:
+        async with serve(env=env) as (_, base_url):
+            yield base_url
+    finally:
+        await truncate_all(postgres_url)
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    async with async_playwright() as playwright:
+        launched = await playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            yield launched
+        finally:
+            await launched.close()
+
+
+async def _snapshot(page: Page, name: str) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    await page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+async def _serious_violations(browser: Browser, base_url: str, cookies: list[Any], path: str) -> list[str]:
+    """axe-core on one page, in a context that may inject the script (our CSP rightly forbids it otherwise)."""
+    context = await browser.new_context(bypass_csp=True, base_url=base_url)
+    try:
+        await context.add_cookies(cookies)
+        page = await context.new_page()
+        await page.goto(path)
+        await page.add_script_tag(path=str(AXE))
+        result = await page.evaluate("async () => (await axe.run(document)).violations")
+        return [
+            f"{path}: {v['id']} ({v['impact']}): {v['help']}"
+            for v in result
+            if v.get("impact") in {"serious", "critical"}
+        ]
+    finally:
+        await context.close()
+
+
+async def _status_within(client: httpx.AsyncClient, secret: str, expected: int, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while (status := (await client.get("/v1/me", headers={"X-API-Key": secret})).status_code) != expected:
+        assert time.monotonic() < deadline, f"/v1/me answered {status}, not {expected}, after {seconds} s"
+        await asyncio.sleep(0.05)
+
+
+@needs_chromium
+async def test_an_admin_signs_in_creates_rotates_and_revokes_a_key_in_chromium(
+    console_server: str, browser: Browser
+) -> None:
+    base_url = console_server
+    context = await browser.new_context(base_url=base_url)
+    page = await context.new_page()
+    async with httpx.AsyncClient(base_url=base_url, timeout=10) as api:
+        await page.goto("/console/login")
+        await _snapshot(page, "login")
+        await page.fill("input[name=email]", EMAIL)
+        await page.fill("input[name=password]", PASSWORD)
+        await page.click("[data-testid=sign-in]")
+        await page.wait_for_url("**/console/keys")
+
+        await page.click("summary")
+        await page.fill("input[name=name]", "browser-bot")
+        await page.click("[data-testid=create-key]")
+        secret = (await page.text_content("[data-testid=secret]") or "").strip()
+        assert secret.startswith("dfk_")
+        await _snapshot(page, "keys-created")
+        assert (await api.get("/v1/me", headers={"X-API-Key": secret})).status_code == 200
+
+        row = page.locator("[data-testid=key-row]", has_text="browser-bot")
+        await row.locator("[data-testid=grace]").select_option("0")
+        await row.locator("[data-testid=rotate]").click()
+        await page.wait_for_function(
+            "(old) => document.querySelector('[data-testid=secret]').textContent.trim() !== old", arg=secret
+        )
+        successor = (await page.text_content("[data-testid=secret]") or "").strip()
+        assert successor.startswith("dfk_")
+        assert successor != secret
+        await _status_within(api, successor, 200, 1.0)
+        await _status_within(api, secret, 401, 1.0)  # "old key stops now"
+
+        live = page.locator("[data-testid=key-row]", has_text="browser-bot").filter(
+            has=page.locator("[data-testid=revoke]")
+        )
+        await live.locator("[data-testid=revoke]").click()
+        confirm = page.locator("[data-testid=confirm-revoke]")
+        assert "browser-bot" in (await confirm.text_content() or "")
+        await _snapshot(page, "keys-revoke-confirmation")
+        await confirm.click()
+        await page.wait_for_selector("[data-testid=notice]")
+        await _status_within(api, successor, 401, 1.0)
+        await _snapshot(page, "keys-after-revoke")
+
+        await page.goto("/console/account")
+        await _snapshot(page, "account")
+        cookies = await context.cookies()
+        violations: list[str] = []
+        for path in ("/console/keys", "/console/account"):
+            violations += await _serious_violations(browser, base_url, cookies, path)
+        violations += await _serious_violations(browser, base_url, [], "/console/login")
+        assert violations == []
+
+        await page.click("[data-testid=logout]")
+        await page.wait_for_url("**/console/login")
+        await page.goto("/console/keys")
+        assert page.url.endswith("/console/login")
+    await context.close()

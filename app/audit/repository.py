@@ -44,10 +44,21 @@ async def list_events(
     action: str | None,
     after: tuple[datetime, uuid.UUID] | None,
     limit: int,
+    actor_id: uuid.UUID | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
 ) -> Sequence[AuditEvent]:
+    """Newest first, keyset-paginated; `actor_id` matches the acting key or user, `since`/`until` bound the time
+    (inclusive / exclusive)."""
     query = select(AuditEvent).where(AuditEvent.tenant_id == tenant_id)
     if action is not None:
         query = query.where(AuditEvent.action == action)
+    if actor_id is not None:
+        query = query.where(or_(AuditEvent.actor_key_id == actor_id, AuditEvent.actor_user_id == actor_id))
+    if since is not None:
+        query = query.where(AuditEvent.created_at >= since)
+    if until is not None:
+        query = query.where(AuditEvent.created_at < until)
     if after is not None:
         created_at, event_id = after
         query = query.where(

@@ -21,7 +21,7 @@ from starlette.routing import BaseRoute, compile_path
 from app.auth.errors import ApiKeyMissing, InsufficientScope
 from app.auth.principal import Principal
 from app.auth.scopes import Scope
-from app.core.errors import AppError
+from app.core.errors import VALIDATION_PROBLEM, AppError
 
 PROTECTED_PREFIX = "/v1"
 SECURITY_SCHEMES = {
@@ -78,13 +78,14 @@ class RouteRule:
 
 
 class QueryParameterUnknown(AppError):
-    slug = "query-parameter-unknown"
-    title = "Unknown query parameter"
-    status = 422
-    description = (
-        "The request names a query parameter the route does not take (see its OpenAPI operation). It is refused "
-        "rather than ignored, so a misspelt or unsupported parameter never silently changes what the call does."
-    )
+    """A query parameter the route does not take (see its OpenAPI operation): refused rather than ignored, so a
+    misspelt or unsupported parameter never silently changes what the call does. The same problem type as every
+    other invalid parameter (`validation-failed`, code `extra_forbidden`), so clients handle one shape."""
+
+    slug = VALIDATION_PROBLEM.slug
+    title = VALIDATION_PROBLEM.title
+    status = VALIDATION_PROBLEM.status
+    description = VALIDATION_PROBLEM.description
 
 
 def unknown_query_parameters(query_string: bytes, allowed: frozenset[str]) -> list[str]:

@@ -9,7 +9,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.config import Settings
-from app.console.pages import account, auth, keys
+from app.console.pages import account, auth, keys, operations, usage
 from app.console.passwords import PasswordHasher
 from app.console.sessions import SessionStore
 from app.console.web import STATIC_DIR, CsrfRefused, LoginRequired, ScopeMissing, redirect, render
@@ -34,7 +34,7 @@ class _LongCache:
 
 def install_console(app: FastAPI) -> None:
     app.mount("/console/static", _LongCache(StaticFiles(directory=STATIC_DIR)), name="console-static")
-    for router in (auth.router, keys.router, account.router):
+    for router in (auth.router, keys.router, usage.router, operations.router, account.router):
         app.include_router(router)
     app.add_exception_handler(LoginRequired, _login_required)
     app.add_exception_handler(CsrfRefused, _csrf_refused)

@@ -83,6 +83,17 @@ def current_user(request: Request) -> ConsoleUser:
     return ConsoleUser(session, principal, Actor(principal=principal, request_id=request_id_of(request.scope)))
 
 
+def operator_tenant(request: Request, user: ConsoleUser) -> uuid.UUID | None:
+    """Operators switch tenant with `?tenant_id=`; everyone else acts on their own (the services enforce it)."""
+    raw = request.query_params.get("tenant_id")
+    if not raw or not user.is_operator:
+        return None
+    try:
+        return uuid.UUID(raw)
+    except ValueError:
+        return None
+
+
 async def checked_form(request: Request, user: ConsoleUser | None) -> Form:
     """The urlencoded body of an unsafe request, after the CSRF token (header or `csrf` field) matched."""
     body = await request.body()

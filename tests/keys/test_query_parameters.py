@@ -31,7 +31,7 @@ async def test_a_parameter_the_route_does_not_take_is_a_422_and_nothing_happens(
     )
     assert response.status_code == 422, response.text
     problem = response.json()
-    assert problem["type"] == "/problems/query-parameter-unknown"
+    assert problem["type"] == "/problems/validation-failed"
     assert problem["errors"] == [
         {"parameter": "tenant_id", "in": "query", "detail": "unknown parameter", "code": "extra_forbidden"}
     ]

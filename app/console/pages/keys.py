@@ -11,7 +11,7 @@ from fastapi.responses import Response
 from pydantic import ValidationError
 
 from app.auth.scopes import ROLE_RANK, ROLE_SCOPES, Role, Scope
-from app.console.web import ConsoleUser, checked_form, current_user, is_htmx, render
+from app.console.web import ConsoleUser, checked_form, current_user, is_htmx, operator_tenant, render
 from app.core.deps import DbSession, SettingsDep
 from app.core.errors import AppError
 from app.keys.repository import KeyStatus
@@ -28,17 +28,6 @@ def _service(request: Request, db: DbSession, settings: SettingsDep) -> KeyServi
     return KeyService(db, settings, request.app.state.key_invalidator)
 
 
-def _tenant(request: Request, user: ConsoleUser) -> uuid.UUID | None:
-    """Operators switch tenant with `?tenant_id=`; everyone else sees their own (the service enforces it)."""
-    raw = request.query_params.get("tenant_id")
-    if not raw or not user.is_operator:
-        return None
-    try:
-        return uuid.UUID(raw)
-    except ValueError:
-        return None
-
-
 def _roles_for(user: ConsoleUser) -> list[Role]:
     return [role for role in Role if ROLE_RANK[role] <= ROLE_RANK[user.principal.role]]
 
@@ -46,7 +35,7 @@ def _roles_for(user: ConsoleUser) -> list[Role]:
 async def _table_context(
     request: Request, user: ConsoleUser, service: KeyService, status: KeyStatus | None
 ) -> dict[str, object]:
-    tenant_id = _tenant(request, user)
+    tenant_id = operator_tenant(request, user)
     keys, next_cursor = await service.list_keys(
         user.actor, status=status, cursor=request.query_params.get("cursor") or None, limit=PAGE_SIZE,
         tenant_id=tenant_id,
@@ -99,7 +88,7 @@ async def create_key(request: Request, db: DbSession, settings: SettingsDep) -> 
             scopes=[Scope(s) for s in form.get_all("scopes")] or None,
             expires_in_seconds=days * 86_400,
         )
-        key, secret = await service.create(user.actor, data, _tenant(request, user))
+        key, secret = await service.create(user.actor, data, operator_tenant(request, user))
     except (ValidationError, ValueError) as error:
         return _form_error(request, user, _validation_message(error))
     except AppError as error:
@@ -117,7 +106,7 @@ async def rotate_key(key_id: uuid.UUID, request: Request, db: DbSession, setting
     grace = form.get("grace_seconds")
     try:
         data = ApiKeyRotate(grace_seconds=int(grace) if grace.isdigit() else None)
-        key, secret = await service.rotate(user.actor, key_id, data, _tenant(request, user))
+        key, secret = await service.rotate(user.actor, key_id, data, operator_tenant(request, user))
     except (ValidationError, ValueError) as error:
         return _form_error(request, user, _validation_message(error))
     except AppError as error:
@@ -132,7 +121,7 @@ async def confirm_revoke(key_id: uuid.UUID, request: Request, db: DbSession, set
     user.require(Scope.KEYS_WRITE)
     service = _service(request, db, settings)
     try:
-        key = await service.get(user.actor, key_id, _tenant(request, user))
+        key = await service.get(user.actor, key_id, operator_tenant(request, user))
     except AppError as error:
         return _form_error(request, user, error.detail)
     return render(request, "key_revoke.html", {"key": service.to_read(key)}, user=user)
@@ -145,7 +134,7 @@ async def revoke_key(key_id: uuid.UUID, request: Request, db: DbSession, setting
     await checked_form(request, user)
     service = _service(request, db, settings)
     try:
-        key = await service.revoke(user.actor, key_id, _tenant(request, user))
+        key = await service.revoke(user.actor, key_id, operator_tenant(request, user))
     except AppError as error:
         return _form_error(request, user, error.detail)
     context = {"message": f"Key “{key.name}” ({key.prefix}…{key.last_four}) is revoked: it is refused from now on."}

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
+import tempfile
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import asyncpg
 import pytest
@@ -161,3 +164,12 @@ async def client(app: FastAPI) -> AsyncIterator[AsyncClient]:
     """In-process HTTP client with the app's lifespan run (engine and Redis pool opened and closed)."""
     async with running(app) as http:
         yield http
+
+
+@pytest.fixture
+def nginx_dir() -> Iterator[Path]:
+    # Readable by nginx's unprivileged workers (pytest's tmp_path is private to its user).
+    path = Path(tempfile.mkdtemp(prefix="deltaflow-nginx-"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)

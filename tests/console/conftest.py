@@ -3,6 +3,7 @@ browser-like client (httpx over https, so the `__Host-` cookie with Secure is ke
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -10,6 +11,7 @@ from dataclasses import dataclass
 import pytest
 from fastapi import FastAPI
 from httpx import ASGITransport, AsyncClient, Response
+from playwright.async_api import Browser, async_playwright
 
 from app.config import Settings
 from app.console.passwords import PasswordHasher
@@ -21,6 +23,16 @@ from tests.conftest import make_settings
 from tests.helpers import running
 
 PASSWORD = "correct horse battery staple"
+CHROMIUM = os.environ.get("DELTAFLOW_TEST_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",  # CI runs as root, where Chromium's sandbox cannot start
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",  # no calls to Google's services on a machine without internet
+    "--disable-component-update",
+    "--disable-sync",
+]
 ORIGIN = "https://testserver"
 
 
@@ -99,3 +111,14 @@ async def signed_in(client: AsyncClient, email: str) -> str:
 def session_cookies(client: AsyncClient, name: str = "__Host-deltaflow_session") -> set[str]:
     """Every value of the session cookie in the client's jar (a planted one and the server's may coexist)."""
     return {cookie.value or "" for cookie in client.cookies.jar if cookie.name == name}
+
+
+@pytest.fixture
+async def chromium() -> AsyncIterator[Browser]:
+    """Debian's Chromium through Playwright's `executable_path` (browser downloads are impossible here)."""
+    async with async_playwright() as playwright:
+        launched = await playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            yield launched
+        finally:
+            await launched.close()

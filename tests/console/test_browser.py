@@ -19,29 +19,20 @@ from typing import Any
 
 import httpx
 import pytest
-from playwright.async_api import Browser, Page, async_playwright
+from playwright.async_api import Browser, Page
 
 from tests.conftest import TEST_REDIS_URL, truncate_all
+from tests.console.conftest import CHROMIUM
 from tests.e2e.test_revocation import DELTAFLOW
 from tests.e2e.test_serve import serve
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
-CHROMIUM = os.environ.get("DELTAFLOW_TEST_CHROMIUM", "/usr/bin/chromium")
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = Path(os.environ.get("DELTAFLOW_TEST_ARTIFACTS", ROOT / "var" / "test-artifacts")) / "console"
 AXE = Path(__file__).parent / "vendor" / "axe.min.js"
 EMAIL = "admin@example.com"
 PASSWORD = "a browser-typed passphrase"
-CHROMIUM_ARGS = [
-    "--no-sandbox",  # CI runs as root, where Chromium's sandbox cannot start
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",  # no calls to Google's services on a machine without internet
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 needs_chromium = pytest.mark.skipif(
     shutil.which(CHROMIUM) is None and not Path(CHROMIUM).exists(),
@@ -75,16 +66,6 @@ async def console_server(postgres_url: str, redis_client: object) -> AsyncIterat
             yield base_url, admin_key
     finally:
         await truncate_all(postgres_url)
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    async with async_playwright() as playwright:
-        launched = await playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        try:
-            yield launched
-        finally:
-            await launched.close()
 
 
 async def _snapshot(page: Page, name: str) -> None:
@@ -184,8 +165,9 @@ async def _usage_matches_the_api(page: Page, api: httpx.AsyncClient, admin_key: 
 
 @needs_chromium
 async def test_an_admin_signs_in_creates_rotates_and_revokes_a_key_in_chromium(
-    console_server: tuple[str, str], browser: Browser
+    console_server: tuple[str, str], chromium: Browser
 ) -> None:
+    browser = chromium
     base_url, admin_key = console_server
     context = await browser.new_context(base_url=base_url)
     page = await context.new_page()

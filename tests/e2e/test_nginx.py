@@ -8,9 +8,8 @@ import re
 import shutil
 import signal
 import subprocess
-import tempfile
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 
@@ -26,15 +25,6 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[2]
 NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
-
-
-@pytest.fixture
-def nginx_dir() -> Iterator[Path]:
-    # Readable by nginx's unprivileged workers (pytest's tmp_path is private to its user).
-    path = Path(tempfile.mkdtemp(prefix="deltaflow-nginx-"))
-    path.chmod(0o755)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 def _config_for(upstream_ports: list[int], listen_port: int, directory: Path) -> str:

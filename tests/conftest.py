@@ -1,8 +1,10 @@
 """Test harness: real Postgres and Redis, plus the embedded backends for the storage contract tests.
 
-- `TEST_DATABASE_URL` (default: the local server's `postgres` database) is only used as an admin connection:
-  the suite creates its own database, builds it with `alembic upgrade head`, and drops it at the end.
-- `TEST_REDIS_URL` (default `redis://127.0.0.1:6379/15`): a DB index of its own, flushed before every test.
+- `TEST_DATABASE_URL` (default: the local server's `postgres` database, else a throwaway server this run starts:
+  tests/backends.py) is only used as an admin connection: the suite creates its own database, builds it with
+  `alembic upgrade head`, and drops it at the end.
+- `TEST_REDIS_URL` (default `redis://127.0.0.1:6379/15`, else a throwaway server): a DB index of its own, flushed
+  before every test.
 """
 
 from __future__ import annotations
@@ -29,10 +31,23 @@ from app.config import Settings
 from app.core.migrations import upgrade_to_head
 from app.main import create_app
 from app.models import Base
+from tests import backends
 from tests.helpers import running
 
-TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres")
-TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+# Resolved once, at import (every test module imports these): explicit URLs, else local servers, else throwaway
+# servers started from pip wheels for this run (tests/backends.py).
+_POSTGRES = backends.postgres()
+_REDIS = backends.redis()
+TEST_DATABASE_URL = _POSTGRES.url
+TEST_REDIS_URL = _REDIS.url
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """One line, even under -q: which Postgres and Redis this run uses and where they came from."""
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    line = f"deltaflow: Postgres from {_POSTGRES.source}; Redis from {_REDIS.source} ({TEST_REDIS_URL})"
+    if reporter is not None:
+        reporter.write_line(line)
 
 
 def _asyncpg_dsn(url: str) -> str:

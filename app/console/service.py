@@ -201,25 +201,27 @@ class UserService:
         self, principal: Principal, action: str, request_id: str | None, details: dict[str, object] | None = None
     ) -> None:
         """An audit event with the signed-in user as actor (sign-out, session revocations)."""
-        audit.record(
-            self.session,
-            tenant_id=principal.tenant_id,
-            actor_key_id=None,
-            actor_user_id=principal.user_id,
-            action=action,
-            target=f"user:{principal.user_id}",
-            request_id=request_id,
-            details=details or {},
-        )
+        assert principal.user_id is not None  # noqa: S101 - console principals always name their user
+        self._write(principal.tenant_id, principal.user_id, action, request_id, details)
 
     def _audit(self, user: User, action: str, request_id: str | None, details: dict[str, object] | None) -> None:
+        self._write(user.tenant_id, user.id, action, request_id, details)
+
+    def _write(
+        self,
+        tenant_id: uuid.UUID,
+        user_id: uuid.UUID,
+        action: str,
+        request_id: str | None,
+        details: dict[str, object] | None,
+    ) -> None:
         audit.record(
             self.session,
-            tenant_id=user.tenant_id,
+            tenant_id=tenant_id,
             actor_key_id=None,
-            actor_user_id=user.id,
+            actor_user_id=user_id,
             action=action,
-            target=f"user:{user.id}",
+            target=f"user:{user_id}",
             request_id=request_id,
             details=details or {},
         )

@@ -24,8 +24,9 @@ class AddressThrottle:
         """Count one attempt; None if allowed, else the seconds until the address may try again."""
         key = ATTEMPTS_PREFIX + (address or "unknown")
         async with self.redis.pipeline(transaction=True) as pipe:
+            # SET NX EX starts the window (INCR keeps the TTL); EXPIRE … NX would need Redis 7.
+            pipe.set(key, 0, ex=self.window, nx=True)
             pipe.incr(key)
-            pipe.expire(key, self.window, nx=True)
             pipe.ttl(key)
-            count, _, ttl = await pipe.execute()
+            _, count, ttl = await pipe.execute()
         return None if int(count) <= self.limit else max(int(ttl), 1)

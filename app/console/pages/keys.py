@@ -4,6 +4,7 @@ behind a confirmation that names the key. Every action goes through `KeyService`
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
 from fastapi import APIRouter, Request
@@ -17,6 +18,7 @@ from app.core.errors import AppError
 from app.keys.repository import KeyStatus
 from app.keys.schemas import ApiKeyCreate, ApiKeyRotate
 from app.keys.service import KeyService
+from app.models import ApiKey
 from app.tenants.repository import list_tenants
 
 router = APIRouter(prefix="/console/keys", include_in_schema=False)
@@ -80,7 +82,8 @@ async def create_key(request: Request, db: DbSession, settings: SettingsDep) -> 
     user.require(Scope.KEYS_WRITE)
     form = await checked_form(request, user)
     service = _service(request, db, settings)
-    try:
+
+    async def create() -> tuple[ApiKey, str]:
         days = int(form.get("expires_days") or settings.key_max_lifetime_days)
         data = ApiKeyCreate(
             name=form.get("name").strip(),
@@ -88,13 +91,9 @@ async def create_key(request: Request, db: DbSession, settings: SettingsDep) -> 
             scopes=[Scope(s) for s in form.get_all("scopes")] or None,
             expires_in_seconds=days * 86_400,
         )
-        key, secret = await service.create(user.actor, data, operator_tenant(request, user))
-    except (ValidationError, ValueError) as error:
-        return _form_error(request, user, _validation_message(error))
-    except AppError as error:
-        return _form_error(request, user, error.detail)
-    context = {"key": service.to_read(key), "secret": secret, "action": "created"}
-    return render(request, "key_secret.html", context, user=user, headers={"hx-trigger": "keys-changed"})
+        return await service.create(user.actor, data, operator_tenant(request, user))
+
+    return await _show_secret_once(request, user, service, "created", create)
 
 
 @router.post("/{key_id}/rotate")
@@ -104,14 +103,29 @@ async def rotate_key(key_id: uuid.UUID, request: Request, db: DbSession, setting
     form = await checked_form(request, user)
     service = _service(request, db, settings)
     grace = form.get("grace_seconds")
-    try:
+
+    async def rotate() -> tuple[ApiKey, str]:
         data = ApiKeyRotate(grace_seconds=int(grace) if grace.isdigit() else None)
-        key, secret = await service.rotate(user.actor, key_id, data, operator_tenant(request, user))
+        return await service.rotate(user.actor, key_id, data, operator_tenant(request, user))
+
+    return await _show_secret_once(request, user, service, "rotated", rotate)
+
+
+async def _show_secret_once(
+    request: Request,
+    user: ConsoleUser,
+    service: KeyService,
+    action: str,
+    issue: Callable[[], Awaitable[tuple[ApiKey, str]]],
+) -> Response:
+    """Run a create or a rotation; show its secret (this once) or what was wrong with the form."""
+    try:
+        key, secret = await issue()
     except (ValidationError, ValueError) as error:
         return _form_error(request, user, _validation_message(error))
     except AppError as error:
         return _form_error(request, user, error.detail)
-    context = {"key": service.to_read(key), "secret": secret, "action": "rotated"}
+    context = {"key": service.to_read(key), "secret": secret, "action": action}
     return render(request, "key_secret.html", context, user=user, headers={"hx-trigger": "keys-changed"})
 
 

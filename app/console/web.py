@@ -58,6 +58,15 @@ class ConsoleUser:
     def is_operator(self) -> bool:
         return self.principal.is_operator
 
+    @property
+    def scope_names(self) -> frozenset[str]:
+        return frozenset(scope.value for scope in self.principal.scopes)
+
+    @property
+    def home(self) -> str:
+        """Where sign-in lands: the keys page for those who may read keys, the feeds page for viewers."""
+        return "/console/keys" if Scope.KEYS_READ in self.principal.scopes else "/console/feeds"
+
     def require(self, *scopes: Scope) -> None:
         """The same scope rule the API's routes declare, for the page that does the same thing."""
         for scope in scopes:

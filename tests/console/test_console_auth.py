@@ -250,7 +250,10 @@ async def test_a_user_acts_with_exactly_the_scopes_of_the_matching_key_role(
 ) -> None:
     await make_user(ConsoleRole.VIEWER, email="viewer@example.com")
     async with browser(console_app) as client:
-        await sign_in(client, "viewer@example.com")
+        landed = await sign_in(client, "viewer@example.com")
+        assert landed.headers["location"] == "/console/feeds"
+        feeds = await client.get("/console/feeds")
+        assert 'href="/console/keys"' not in feeds.text  # the nav offers only what the role may open
         page = await client.get("/console/keys")  # a reader key may not list keys: neither may a viewer
         assert page.status_code == 403
         assert "keys:read" in page.text

@@ -38,7 +38,7 @@ def _login_page(request: Request, settings: SettingsDep, *, error: str | None = 
 
 @router.get("")
 async def console_home(request: Request) -> Response:
-    return redirect(request, "/console/keys")
+    return redirect(request, current_user(request).home)
 
 
 @router.get("/login")
@@ -75,7 +75,9 @@ async def login(request: Request, settings: SettingsDep, db: DbSession) -> Respo
         user_id=user.id, tenant_id=tenant.id, email=user.email, role=user.role, address=address,
         user_agent=request.headers.get("user-agent", ""),
     )  # fmt: skip
-    response = redirect(request, "/console/keys")
+    response = redirect(
+        request, "/console/feeds" if user.role == "viewer" else "/console/keys"
+    )  # viewers: no keys:read
     response.headers.append(
         "set-cookie",
         cookie_header(settings, session_cookie_name(settings), session_id, settings.console_session_absolute_seconds),

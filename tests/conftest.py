@@ -144,9 +144,20 @@ def make_settings(**overrides: object) -> Settings:
 
 
 async def truncate_all(database_url: str) -> None:
-    """Per-test isolation for tests that go through the app (their own sessions commit)."""
+    """Per-test isolation for tests that go through the app (their own sessions commit).
+
+    Connections other than this one are ended first: a server process a test killed leaves its backend running
+    until Postgres notices, possibly mid-transaction (a usage flush), and TRUNCATE's exclusive locks then deadlock
+    with it (seen once in CI). Tests run one at a time, so nothing else legitimately holds this database."""
     engine = create_async_engine(database_url, poolclass=NullPool)
     try:
+        async with engine.begin() as connection:
+            await connection.execute(
+                text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                    " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+            )
         async with engine.begin() as connection:
             names = ", ".join(table.name for table in Base.metadata.sorted_tables)
             await connection.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))

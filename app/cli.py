@@ -38,6 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_keys_parser(commands)
     add_users_parser(commands)
     commands.add_parser("ingest", help="ingest DELTAFLOW_FEEDS into Redis (one leased ingestor per feed)")
+    commands.add_parser(
+        "feeds", help="each configured feed's status; exit 1 if one has no ingestor (a health check for `ingest`)"
+    )
     record = commands.add_parser("record", help="record DELTAFLOW_FEEDS' normalised events to a file")
     record.add_argument("file", help="output file (JSON lines)")
     record.add_argument("--seconds", type=float, default=60.0, help="stop after this long (default 60)")
@@ -72,6 +75,7 @@ def _dispatch(settings: Settings, args: argparse.Namespace) -> int:
         "keys": lambda: run_keys_command(settings, args),
         "users": lambda: run_users_command(settings, args),
         "ingest": lambda: _market_command(settings, args),
+        "feeds": lambda: asyncio.run(_feeds(settings)),
         "record": lambda: _market_command(settings, args),
         "replay": lambda: _market_command(settings, args),
     }
@@ -105,6 +109,31 @@ async def _check(settings: Settings) -> int:
     for result in results:
         print(f"{result.name:<10} {result.status:<5} {result.latency_ms:>9.1f} ms  {result.detail}")
     return 1 if any(r.required and r.status == "fail" for r in results) else 0
+
+
+async def _feeds(settings: Settings) -> int:
+    """Every configured feed's status as the ingestors store it; a feed no ingestor holds fails the check (with two
+    `ingest` replicas, one holds each lease and the other stands by: both are healthy while every feed is held)."""
+    from app.core.redis import create_redis
+    from app.market.feeds import parse_feeds
+    from app.market.store import read_feed_status
+
+    redis = create_redis(settings)
+    try:
+        statuses = await read_feed_status(redis, list(parse_feeds(settings.feeds)))
+    finally:
+        await redis.aclose()
+    for status in statuses:
+        age = status.get("last_message_age_s")
+        print(
+            f"{status['venue']}:{status['symbol']:<14} {status.get('state', '?'):<14} "
+            f"connected={str(status.get('connected', False)).lower():<5} "
+            f"last message {'-' if age is None else f'{age:.1f} s ago'}"
+        )
+    orphans = [f"{s['venue']}:{s['symbol']}" for s in statuses if s.get("state") == "no_ingestor"]
+    if orphans:
+        print(f"deltaflow feeds: no ingestor holds {', '.join(orphans)}", file=sys.stderr)
+    return 1 if orphans else 0
 
 
 def _market_command(settings: Settings, args: argparse.Namespace) -> int:

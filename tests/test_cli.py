@@ -96,3 +96,21 @@ def test_make_target_creates_an_operator_key_before_serving(target: str, tmp_pat
         assert result.returncode == 0, f"{command}: {result.stderr}"
         printed += result.stdout
     assert "dfk_" in printed, f"`make {target}` would serve without any API key: {printed}"
+
+
+async def test_feeds_passes_while_every_feed_has_an_ingestor_and_names_the_orphans(redis_client: object) -> None:
+    import orjson
+    from redis.asyncio import Redis
+
+    from app.market.keys import FeedKeys
+
+    assert isinstance(redis_client, Redis)
+    env = {"DELTAFLOW_REDIS_URL": TEST_REDIS_URL, "DELTAFLOW_FEEDS": "sim:BTCUSDT,ETHUSDT"}
+    held = {"venue": "sim", "symbol": "BTCUSDT", "state": "streaming", "connected": True}
+    await redis_client.set(FeedKeys("sim", "BTCUSDT").status, orjson.dumps(held))
+    orphaned = _run("feeds", **env)
+    assert orphaned.returncode == 1
+    assert "no ingestor holds sim:ETHUSDT" in orphaned.stderr
+    assert "sim:BTCUSDT" in orphaned.stdout
+    await redis_client.set(FeedKeys("sim", "ETHUSDT").status, orjson.dumps({**held, "symbol": "ETHUSDT"}))
+    assert _run("feeds", **env).returncode == 0

@@ -33,6 +33,25 @@ def test_compose_services_and_their_references() -> None:
     assert services["api"]["environment"]["DELTAFLOW_ENVIRONMENT"] == "production"
 
 
+def _ingests(service: dict[str, Any]) -> bool:
+    command = service.get("command") or []
+    return command[:2] == ["deltaflow", "ingest"] or ("serve" in command and "--with-ingest" in command)
+
+
+def test_every_feed_the_api_serves_has_an_ingestor_in_compose() -> None:
+    """A compose deployment once started no ingestor at all, so every signal was a 404/503."""
+    services = _yaml(ROOT / "docker-compose.yml")["services"]
+    feeds = services["api"]["environment"].get("DELTAFLOW_FEEDS")
+    assert feeds, "the API must be told which feeds it serves"
+    ingestors = {name: spec for name, spec in services.items() if _ingests(spec)}
+    assert ingestors, "no service ingests market data"
+    for name, spec in ingestors.items():
+        assert spec["environment"].get("DELTAFLOW_FEEDS") == feeds, f"{name} ingests other feeds than the API serves"
+        assert spec.get("deploy", {}).get("replicas", 1) >= 2, f"{name} has no standby"
+        assert spec["healthcheck"]["test"][-2:] == ["deltaflow", "feeds"]
+        assert spec["depends_on"]["redis"]["condition"] == "service_healthy"
+
+
 def test_dockerfile_is_multi_stage_and_non_root() -> None:
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert dockerfile.count("\nFROM ") + dockerfile.startswith("FROM ") >= 2

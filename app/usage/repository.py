@@ -92,12 +92,17 @@ async def count_by(
     if key_id is not None:
         conditions.append(UsageCount.api_key_id == key_id)
     if group is UsageGrouping.KEY:
-        key_query = (
-            select(UsageCount.api_key_id, ApiKey.name, ApiKey.prefix, UsageCount.status_class, requests)
-            .outerjoin(ApiKey, and_(ApiKey.id == UsageCount.api_key_id, ApiKey.tenant_id == UsageCount.tenant_id))
+        # Summed per key first, then joined to the keys for their names: joining every counted row before grouping
+        # cost ~2.5x as much over a year of a busy tenant (bench/bench_console.py).
+        per_key = (
+            select(UsageCount.api_key_id, UsageCount.status_class, requests.label("requests"))
             .where(*conditions)
-            .group_by(UsageCount.api_key_id, ApiKey.name, ApiKey.prefix, UsageCount.status_class)
+            .group_by(UsageCount.api_key_id, UsageCount.status_class)
+            .subquery()
         )
+        key_query = select(
+            per_key.c.api_key_id, ApiKey.name, ApiKey.prefix, per_key.c.status_class, per_key.c.requests
+        ).outerjoin(ApiKey, and_(ApiKey.id == per_key.c.api_key_id, ApiKey.tenant_id == tenant_id))
         return [
             GroupCount(key, status_class, int(count), name, prefix)
             for key, name, prefix, status_class, count in await session.execute(key_query)

@@ -47,6 +47,7 @@ from app.system.router import router as system_router
 from app.tenants.router import router as tenants_router
 from app.trading.markets import router as markets_router
 from app.trading.router import router as trading_router
+from app.usage.calls.router import router as calls_router
 from app.usage.router import router as usage_router
 from app.usage.runtime import start_usage_services
 
@@ -146,6 +147,7 @@ def _include_routers(app: FastAPI, *, served: bool) -> None:
     app.include_router(keys_router)
     app.include_router(tenants_router)
     app.include_router(usage_router)
+    app.include_router(calls_router)
     app.include_router(system_router)
     fast_lane.install(app)
     if served:  # a served process (not tests, which build many apps in one process)

@@ -26,6 +26,15 @@ def _database_url() -> str:
     return url if isinstance(url, str) else Settings().database_url
 
 
+# The call log's partitions (`api_calls_20261202`, `api_calls_default`) are made and dropped at run time by
+# app.usage.calls.maintenance, not by migrations: autogenerate and `alembic check` must not see them as strays.
+PARTITION_PREFIX = "api_calls_"
+
+
+def _include_object(_obj: object, name: str | None, type_: str, _reflected: bool, _compare_to: object) -> bool:
+    return not (type_ == "table" and name is not None and name.startswith(PARTITION_PREFIX))
+
+
 def _configure(connection: Connection | None = None, url: str | None = None) -> None:
     is_sqlite = (url or "").startswith("sqlite") or (connection is not None and connection.dialect.name == "sqlite")
     context.configure(
@@ -34,6 +43,7 @@ def _configure(connection: Connection | None = None, url: str | None = None) -> 
         target_metadata=target_metadata,
         render_as_batch=is_sqlite,
         compare_type=True,
+        include_object=_include_object,
         literal_binds=connection is None,
     )
 

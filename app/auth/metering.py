@@ -1,4 +1,5 @@
-"""What an authenticated `/v1` request costs its tenant: rate-limit tokens in, a usage count out (pure ASGI).
+"""What an authenticated `/v1` request costs its tenant: rate-limit tokens in, a usage count and a call-log row out
+(pure ASGI).
 
 Sits right inside `AuthMiddleware`, which leaves the principal and the matched route rule on the scope. Per
 request: spend one token of the tenant's bucket (`app.auth.ratelimit`; refused → 429 problem with `Retry-After`),
@@ -10,7 +11,9 @@ A refused request is counted too: tenants see how often they were throttled.
 from __future__ import annotations
 
 import math
+import time
 import uuid
+from datetime import UTC, datetime
 from typing import Protocol
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -24,11 +27,63 @@ from app.core.errors import app_error_response
 
 RATE_LIMITER_STATE = "rate_limiter"
 USAGE_METER_STATE = "usage_meter"
+CALL_LOG_STATE = "call_log"
 UNMATCHED_ROUTE = "unmatched"
+USER_AGENT_MAX = 200
 
 
 class UsageRecorder(Protocol):
     def record(self, tenant_id: uuid.UUID, key_id: uuid.UUID, route: str, status: int) -> None: ...
+
+
+class CallLog(Protocol):
+    def record(
+        self,
+        *,
+        at: datetime,
+        tenant_id: uuid.UUID,
+        key_id: uuid.UUID,
+        method: str,
+        route: str,
+        status: int,
+        latency_ms: float,
+        response_bytes: int,
+        client_address: str | None,
+        request_id: str,
+        user_agent: str | None,
+        cache: str | None,
+    ) -> None: ...
+
+
+class _Call:
+    """What the call log keeps of one request, filled in as the response goes out."""
+
+    __slots__ = ("at", "bytes", "cache", "started", "status")
+
+    def __init__(self) -> None:
+        self.at = datetime.now(UTC)
+        self.started = time.perf_counter()
+        self.status = 500  # what the client gets if the app raises before it responds
+        self.bytes = 0
+        self.cache: str | None = None
+
+    def log(self, calls: CallLog, scope: Scope, principal: Principal, path: str) -> None:
+        if principal.key_id is None:
+            return
+        user_agent = None
+        for name, value in scope.get("headers", ()):
+            if name == b"user-agent":
+                user_agent = value[:USER_AGENT_MAX].decode("latin-1")
+                break
+        client = scope.get("client")
+        # Bounded to the columns: a client picks its method, and a trusted proxy's forwarded address is a string.
+        calls.record(
+            at=self.at, tenant_id=principal.tenant_id, key_id=principal.key_id, method=scope["method"][:8], route=path,
+            status=self.status, latency_ms=(time.perf_counter() - self.started) * 1000, response_bytes=self.bytes,
+            client_address=str(client[0])[:45] if client else None,
+            request_id=scope.get("state", {}).get("request_id", ""),
+            user_agent=user_agent, cache=self.cache,
+        )  # fmt: skip
 
 
 class MeteringMiddleware:
@@ -45,24 +100,22 @@ class MeteringMiddleware:
         assert state is not None  # noqa: S101 - the principal came from it
         limiter: RateLimiter | None = getattr(app_state, RATE_LIMITER_STATE, None)
         meter: UsageRecorder | None = getattr(app_state, USAGE_METER_STATE, None)
+        calls: CallLog | None = getattr(app_state, CALL_LOG_STATE, None)
+        call = _Call() if calls is not None else None
         rule = state.get(ROUTE_RULE_STATE)
-        route = f"{scope['method']} {rule.path}" if rule is not None else UNMATCHED_ROUTE
-        rate_headers: tuple[tuple[bytes, bytes], ...] = ()
-        policy = policy_of(principal, limiter)
-        if limiter is not None and policy is not None:
-            try:
-                remaining = await limiter.acquire(principal.tenant_id, policy=policy)
-            except RateLimited as refusal:
-                if meter is not None and principal.key_id is not None:
-                    meter.record(principal.tenant_id, principal.key_id, route, refusal.status)
-                await app_error_response(scope, refusal)(scope, receive, send)
-                return
-            reset = math.ceil(max(policy.burst - remaining, 0) / policy.per_second)
-            rate_headers = (
-                (b"ratelimit", f'"{POLICY_NAME}";r={remaining};t={reset}'.encode("latin-1")),
-                (b"ratelimit-policy", policy.header),
-            )
-        if meter is None and not rate_headers:
+        path = rule.path if rule is not None else UNMATCHED_ROUTE
+        route = f"{scope['method']} {path}" if rule is not None else UNMATCHED_ROUTE
+        try:
+            rate_headers = await _spend_token(principal, limiter)
+        except RateLimited as refusal:
+            if meter is not None and principal.key_id is not None:
+                meter.record(principal.tenant_id, principal.key_id, route, refusal.status)
+            await app_error_response(scope, refusal)(scope, receive, send)
+            if call is not None and calls is not None:
+                call.status = refusal.status
+                call.log(calls, scope, principal, path)
+            return
+        if meter is None and call is None and not rate_headers:
             await self.app(scope, receive, send)
             return
         status = 500  # what the client gets if the app raises before it responds
@@ -74,6 +127,13 @@ class MeteringMiddleware:
                 if status != RateLimited.status:  # a 429 from inside (`charge_extra`) carries its own
                     for header in rate_headers:
                         append_header(message, header)
+                if call is not None:
+                    call.status = status
+                    for name, value in message.get("headers", ()):
+                        if name == b"x-cache":
+                            call.cache = value.decode("latin-1")[:4]
+            elif call is not None and message["type"] == "http.response.body":
+                call.bytes += len(message.get("body", b""))
             await send(message)
 
         try:
@@ -81,6 +141,22 @@ class MeteringMiddleware:
         finally:
             if meter is not None and principal.key_id is not None:  # /v1 principals are keys; never None here
                 meter.record(principal.tenant_id, principal.key_id, route, status)
+            if call is not None and calls is not None:
+                call.log(calls, scope, principal, path)
+
+
+async def _spend_token(principal: Principal, limiter: RateLimiter | None) -> tuple[tuple[bytes, bytes], ...]:
+    """One token of the tenant's bucket; the RateLimit headers to send (none when not limited). Raises
+    `RateLimited` when the bucket is empty."""
+    policy = policy_of(principal, limiter)
+    if limiter is None or policy is None:
+        return ()
+    remaining = await limiter.acquire(principal.tenant_id, policy=policy)
+    reset = math.ceil(max(policy.burst - remaining, 0) / policy.per_second)
+    return (
+        (b"ratelimit", f'"{POLICY_NAME}";r={remaining};t={reset}'.encode("latin-1")),
+        (b"ratelimit-policy", policy.header),
+    )
 
 
 async def charge_extra(scope: Scope, tokens: int) -> None:

@@ -14,6 +14,7 @@ from typing import Annotated, Any
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from app.config.calls import CallLogSettings
 from app.config.console import ConsoleSettings
 
 # Development-only secret. Production refuses to start with it (see `_refuse_unsafe_production`).
@@ -40,7 +41,7 @@ class LogFormat(StrEnum):
     CONSOLE = "console"
 
 
-class Settings(ConsoleSettings, BaseSettings):
+class Settings(ConsoleSettings, CallLogSettings, BaseSettings):
     """Deltaflow configuration. Field names map to `DELTAFLOW_<NAME>` environment variables."""
 
     model_config = SettingsConfigDict(
@@ -221,6 +222,11 @@ class Settings(ConsoleSettings, BaseSettings):
     market_snapshot_cache_seconds: Annotated[float, Field(ge=0, le=600)] = 10.0
     # Bars awaiting repair from REST klines (partially observed around a start or a reconnect), per feed.
     market_max_pending_repairs: Annotated[int, Field(ge=1, le=100_000)] = 256
+    # A repair whose answer holds no closed bar for its window is retried (backoff, REST budget) this long, then the
+    # partially observed bar is kept, flagged `partial: true`. Bars close by the venue's clock, whose server time
+    # (venues with REST) is re-measured this often.
+    market_repair_retry_seconds: Annotated[float, Field(ge=0, le=3600)] = 120.0
+    market_clock_refresh_seconds: Annotated[float, Field(gt=0, le=3600)] = 60.0
     # The simulated `sim` venue: mean trades per second and the seed of its random walk.
     sim_rate: Annotated[float, Field(gt=0, le=1_000_000)] = 20.0
     sim_seed: int = 1

@@ -23,6 +23,7 @@ class Base(DeclarativeBase):
 
 
 # Imported after Base exists so every table registers on the metadata (alembic autogenerate sees them all).
+from app.models.api_call import ApiCall  # noqa: E402
 from app.models.api_key import ApiKey, KeyExpiryNotice  # noqa: E402
 from app.models.audit_event import AuditEvent  # noqa: E402
 from app.models.tenant import Tenant  # noqa: E402
@@ -32,6 +33,7 @@ from app.models.webhook import WebhookDelivery, WebhookEndpoint  # noqa: E402
 
 __all__ = [
     "NAMING_CONVENTION",
+    "ApiCall",
     "ApiKey",
     "AuditEvent",
     "Base",

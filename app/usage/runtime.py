@@ -9,9 +9,11 @@ from collections.abc import Awaitable, Callable
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.auth.metering import USAGE_METER_STATE
+from app.auth.metering import CALL_LOG_STATE, USAGE_METER_STATE
 from app.config import Settings
 from app.keys.jobs import run_forever
+from app.usage.calls.maintenance import maintain
+from app.usage.calls.recorder import CallRecorder
 from app.usage.meter import UsageMeter
 from app.usage.retention import UsageRetention
 
@@ -39,11 +41,46 @@ async def start_usage_services(
             await retention.prune_if_due(sessions)
 
     task = asyncio.create_task(run_forever("usage", settings.usage_flush_seconds, step), name="usage-flush")
+    stop_calls = await _start_call_log(app, settings, sessions) if settings.call_log_enabled else None
 
     async def stop() -> None:
         task.cancel()
         await asyncio.gather(task, *in_flight, return_exceptions=True)
         with contextlib.suppress(Exception):  # best effort: the database may be what is going away
             await meter.flush(sessions)
+        if stop_calls is not None:
+            await stop_calls()
+
+    return stop
+
+
+async def _start_call_log(
+    app: FastAPI, settings: Settings, sessions: async_sessionmaker[AsyncSession]
+) -> Callable[[], Awaitable[None]]:
+    """The call log's buffer (read by the metering middleware), its writer, and its partitions: made for today and
+    the days ahead at start-up, so the first calls land in their day's partition; kept hourly by background jobs."""
+    recorder = CallRecorder(settings.call_log_max_pending)
+    setattr(app.state, CALL_LOG_STATE, recorder)
+    await maintain(sessions, settings)
+    in_flight: set[asyncio.Future[int]] = set()
+
+    async def write() -> None:
+        flush = asyncio.ensure_future(recorder.flush(sessions))
+        in_flight.add(flush)
+        flush.add_done_callback(in_flight.discard)
+        await asyncio.shield(flush)  # a cancelled flush would lose its batch: shutdown waits for it
+
+    tasks = [asyncio.create_task(run_forever("call-log", settings.call_log_flush_seconds, write), name="call-log")]
+    if settings.background_jobs:
+        tasks.append(
+            asyncio.create_task(run_forever("call-log-partitions", 3600, lambda: maintain(sessions, settings)))
+        )
+
+    async def stop() -> None:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, *in_flight, return_exceptions=True)
+        with contextlib.suppress(Exception):
+            await recorder.flush(sessions)
 
     return stop

@@ -6,12 +6,14 @@ exact where a rollup of 1 m klines would need up to 1 440 rows per day. Klines h
 liquidations; backfilled bars are stored without them.
 
 Requests go through the venue's :class:`CircuitBreaker` (shared with the depth snapshots): a 429/418 opens it and
-no request is made while it is open.
+no request is made while it is open. The venue's server time (``/api/v3/time``, ``/fapi/v1/time``) is asked the
+same way: a kline row is closed or still forming by the venue's clock (:mod:`app.market.venue_clock`), not ours.
 """
 
 from __future__ import annotations
 
-from typing import Any, Final
+from collections.abc import Callable
+from typing import Any, Final, TypeVar
 from urllib.parse import urlencode
 
 import httpx
@@ -21,7 +23,9 @@ from app.market.aggregation import TIMEFRAMES, Bar
 from app.market.recovery import CircuitBreaker, parse_retry_after
 from app.market.venues.binance import Market
 
+_T = TypeVar("_T")
 KLINES_PATH: Final[dict[Market, str]] = {"spot": "/api/v3/klines", "futures": "/fapi/v1/klines"}
+TIME_PATH: Final[dict[Market, str]] = {"spot": "/api/v3/time", "futures": "/fapi/v1/time"}
 # The venues' largest page: spot 1000, futures 1500.
 MAX_LIMIT: Final[dict[Market, int]] = {"spot": 1000, "futures": 1500}
 
@@ -38,7 +42,10 @@ def klines_url(base_url: str, market: Market, symbol: str, timeframe: str, limit
 
 
 def parse_klines(body: bytes, timeframe: str, now_ms: int) -> list[Bar]:
-    """Closed bars from a klines body, oldest first; the still-forming last row (close time ≥ now) is dropped."""
+    """Closed bars from a klines body, oldest first; the still-forming last row (close time ≥ now) is dropped.
+
+    ``now_ms`` is the venue's time (a lower bound of it, taken before the request): by our clock a host that lags
+    would drop a closed row, and one that leads would keep the venue's forming bar as closed."""
     try:
         rows = orjson.loads(body)
         bars = []
@@ -83,13 +90,22 @@ class KlineBackfill:
     async def fetch(
         self, symbol: str, timeframe: str, *, limit: int, now_ms: int, start_ms: int | None = None
     ) -> list[Bar]:
+        """Closed bars, oldest first; ``now_ms`` is the venue's time (see :func:`parse_klines`)."""
         if timeframe not in TIMEFRAMES:
             raise ValueError(f"unknown timeframe {timeframe!r}")
+        limit = max(1, min(limit, MAX_LIMIT[self.market]))
+        url = klines_url(self.rest_url, self.market, symbol, timeframe, limit, start_ms)
+        return await self._get(url, KLINES_PATH[self.market], lambda body: parse_klines(body, timeframe, now_ms))
+
+    async def server_time(self) -> int:
+        """The venue's clock (epoch ms) as it answered; the caller reads it right away (a lower bound of now)."""
+        path = TIME_PATH[self.market]
+        return await self._get(f"{self.rest_url.rstrip('/')}{path}", path, _server_time)
+
+    async def _get(self, url: str, path: str, parse: Callable[[bytes], _T]) -> _T:
         if not self.breaker.allow():
             held = self.breaker.retry_in()
             raise BackfillError(f"REST held back (circuit breaker or request budget) for {held:.1f} s")
-        limit = max(1, min(limit, MAX_LIMIT[self.market]))
-        url = klines_url(self.rest_url, self.market, symbol, timeframe, limit, start_ms)
         self.requests += 1
         try:
             response = await self._http.get(url)
@@ -98,11 +114,18 @@ class KlineBackfill:
             raise BackfillError(f"venue unreachable: {exc!r}") from exc
         if response.status_code != 200:
             self.breaker.record_failure(response.status_code, parse_retry_after(response.headers.get("Retry-After")))
-            raise BackfillError(f"HTTP {response.status_code} from {KLINES_PATH[self.market]}")
+            raise BackfillError(f"HTTP {response.status_code} from {path}")
         try:
-            bars = parse_klines(response.content, timeframe, now_ms)
+            parsed = parse(response.content)
         except BackfillError:
             self.breaker.record_failure()
             raise
         self.breaker.record_success()
-        return bars
+        return parsed
+
+
+def _server_time(body: bytes) -> int:
+    try:
+        return int(orjson.loads(body)["serverTime"])
+    except (orjson.JSONDecodeError, TypeError, ValueError, KeyError) as exc:
+        raise BackfillError(f"malformed server time body: {exc!r}") from exc

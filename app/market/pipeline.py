@@ -23,6 +23,10 @@ only some of its trades. With an ``on_partial`` handler (venues with REST klines
 replaced by the venue's own bar instead of being stored — closed bars are immutable (first write wins), so a
 partial one stored first could never be corrected — and ``on_gap(start_ms, end_ms)`` hears of every break, whose
 fully missed windows have no live bar at all. Without a handler (no klines) partial bars are stored as observed.
+
+Bars of quiet feeds close by ``clock`` less the close grace: the runtime's clock is the venue's
+(:class:`app.market.venue_clock.VenueClock`), which ``on_venue_time`` teaches the newest event time of each feed;
+``on_session`` hears the first bar event's time (earlier windows were not observed: the REST backfill's part).
 """
 
 from __future__ import annotations
@@ -40,7 +44,16 @@ from redis.exceptions import RedisError
 from app.market.aggregation import TIMEFRAMES, Bar, BarAggregator
 from app.market.coalesce import Coalescer
 from app.market.events import BookSnapshot, BookUpdate, Liquidation, MarketEvent, Trade, TradeGroup
-from app.market.pipeline_state import FeedState, PipelineLimits, PipelineStats, default_tick, wall_clock_ms
+from app.market.pipeline_state import (
+    STOP,
+    FeedState,
+    Gap,
+    PipelineLimits,
+    PipelineStats,
+    Stop,
+    default_tick,
+    wall_clock_ms,
+)
 from app.market.store import FeedWriter, StoreLimits
 from app.market.tasks import cancelling
 
@@ -52,24 +65,6 @@ Item = MarketEvent | TradeGroup
 _T = TypeVar("_T")
 NowMs = Callable[[], int]
 FlushHook = Callable[[list[int]], None]
-
-
-class _Stop:
-    """Queued by :meth:`Pipeline.aclose`: the writer applies what is left, flushes and returns."""
-
-
-_STOP = _Stop()
-
-
-class _Gap:
-    """Queued by :meth:`Pipeline.mark_gap`: the feed's stream broke here (events after it are a new session)."""
-
-    __slots__ = ("key",)
-
-    def __init__(self, key: tuple[str, str]) -> None:
-        self.key = key
-
-
 GapHook = Callable[[int, int], None]
 
 
@@ -88,6 +83,8 @@ class Pipeline:
         on_flush: FlushHook | None = None,
         on_partial: Callable[[Bar], None] | None = None,
         on_gap: GapHook | None = None,
+        on_venue_time: Callable[[int], None] | None = None,
+        on_session: Callable[[int], None] | None = None,
     ) -> None:
         self.redis = redis
         self.limits = limits or PipelineLimits()
@@ -96,7 +93,7 @@ class Pipeline:
         ticks = tick_sizes or {}
         self._feeds = {(v, s): FeedState(ticks.get(s), self.limits) for v, s in feeds}
         self._writers = {key: FeedWriter(key[0], key[1], store) for key in self._feeds}
-        self._queue: asyncio.Queue[Item | _Gap | _Stop] = asyncio.Queue(maxsize=self.limits.queue_size)
+        self._queue: asyncio.Queue[Item | Gap | Stop] = asyncio.Queue(maxsize=self.limits.queue_size)
         self._coalescer = Coalescer(
             max_groups=self.limits.max_coalesced_groups, max_bins=self.limits.max_coalesced_bins
         )
@@ -108,6 +105,8 @@ class Pipeline:
         # stored: a closed bar is immutable, so a wrong one could never be corrected.
         self._on_partial = on_partial
         self._on_gap = on_gap
+        self._on_venue_time = on_venue_time
+        self._on_session = on_session
         self._flushed_ts: list[int] = []
         self._last_refresh = 0.0
         self.stats = PipelineStats()
@@ -159,7 +158,7 @@ class Pipeline:
             return  # nothing could repair them: bars are stored as observed
         if self._coalescer:
             await self._push_groups()
-        await self._queue.put(_Gap((venue, symbol)))
+        await self._queue.put(Gap((venue, symbol)))
 
     def _move_groups_nowait(self) -> None:
         while self._coalescer and not self._queue.full():
@@ -194,7 +193,7 @@ class Pipeline:
                     self._drain()
                     await self._flush_retrying()
                 else:
-                    await self._queue.put(_STOP)
+                    await self._queue.put(STOP)
                     await asyncio.gather(asyncio.shield(task), return_exceptions=True)
         except TimeoutError:
             logger.warning("market.close_timeout", extra={"queued": self._queue.qsize()})
@@ -205,10 +204,10 @@ class Pipeline:
 
     def _drain(self) -> None:
         while (item := self._next_nowait()) is not None:
-            if not isinstance(item, _Stop):
+            if not isinstance(item, Stop):
                 self._apply(item)
 
-    def _next_nowait(self) -> Item | _Gap | _Stop | None:
+    def _next_nowait(self) -> Item | Gap | Stop | None:
         try:
             return self._queue.get_nowait()
         except asyncio.QueueEmpty:
@@ -218,7 +217,7 @@ class Pipeline:
                 self.stats.groups += 1
             return group
 
-    async def _next(self, timeout_s: float) -> Item | _Gap | _Stop | None:
+    async def _next(self, timeout_s: float) -> Item | Gap | Stop | None:
         item = self._next_nowait()
         if item is not None:
             return item
@@ -233,8 +232,8 @@ class Pipeline:
         loop = asyncio.get_running_loop()
         while True:
             item = await self._next(limits.tick_interval_s)
-            stop = isinstance(item, _Stop)
-            if item is not None and not isinstance(item, _Stop):
+            stop = isinstance(item, Stop)
+            if item is not None and not isinstance(item, Stop):
                 self._apply(item)
                 stop = await self._fill_batch(loop.time() + limits.flush_interval_s)
             if stop:
@@ -257,7 +256,7 @@ class Pipeline:
                     item = self._next_nowait()
                     if item is None:
                         item = await self._queue.get()
-                    if isinstance(item, _Stop):
+                    if isinstance(item, Stop):
                         return True
                     self._apply(item)
                     applied += 1
@@ -283,6 +282,8 @@ class Pipeline:
             if feed.tick is None:
                 feed.tick = default_tick(price)
             feed.session_start_ms = ts
+            if self._on_session is not None:
+                self._on_session(ts)
             feed.agg = BarAggregator(
                 tick_size=feed.tick,
                 max_bars=self.limits.memory_bars,
@@ -292,13 +293,14 @@ class Pipeline:
         return feed.agg
 
     def _closed(self, feed: FeedState, bar: Bar) -> None:
+        self._tell_venue_time(feed)  # the event closing it proves the window over by the venue's clock
         if self._on_partial is not None and feed.is_partial(bar):
             self._on_partial(bar)
         else:
             self._append_pending(feed.pending, bar)
 
-    def _apply(self, item: Item | _Gap) -> None:
-        if isinstance(item, _Gap):
+    def _apply(self, item: Item | Gap) -> None:
+        if isinstance(item, Gap):
             self._feeds[item.key].open_gap()
             return
         feed = self._feeds[(item.venue, item.symbol)]
@@ -343,6 +345,11 @@ class Pipeline:
                 self._on_gap(*gap)
         feed.last_ts = max(feed.last_ts, ts)
 
+    def _tell_venue_time(self, feed: FeedState) -> None:
+        if self._on_venue_time is not None and feed.last_ts > feed.told_ts:  # only new times: old ones say little
+            feed.told_ts = feed.last_ts
+            self._on_venue_time(feed.last_ts)
+
     def _append_pending(self, pending: deque[_T], item: _T) -> None:
         if len(pending) == pending.maxlen:
             self.stats.dropped_writes += 1
@@ -358,6 +365,7 @@ class Pipeline:
         for feed in self._feeds.values():
             if feed.agg is None:
                 continue
+            self._tell_venue_time(feed)
             if clock is not None:
                 closed_before = len(feed.pending)
                 feed.agg.advance(clock() - self.limits.close_grace_ms)

@@ -1,4 +1,4 @@
-"""The pipeline's bounds, counters and per-feed writer state (split from :mod:`app.market.pipeline`)."""
+"""The pipeline's bounds, counters, queue markers and per-feed writer state (split from :mod:`app.market.pipeline`)."""
 
 from __future__ import annotations
 
@@ -21,6 +21,22 @@ def default_tick(price: float) -> float:
     if price <= 0:
         return 1.0
     return 10.0 ** (math.floor(math.log10(price)) - 4)
+
+
+class Stop:
+    """Queued by :meth:`Pipeline.aclose`: the writer applies what is left, flushes and returns."""
+
+
+STOP = Stop()
+
+
+class Gap:
+    """Queued by :meth:`Pipeline.mark_gap`: the feed's stream broke here (events after it are a new session)."""
+
+    __slots__ = ("key",)
+
+    def __init__(self, key: tuple[str, str]) -> None:
+        self.key = key
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +90,7 @@ class FeedState:
         "session_start_ms",
         "snapshots",
         "tick",
+        "told_ts",
     )
 
     def __init__(self, tick: float | None, limits: PipelineLimits) -> None:
@@ -90,6 +107,7 @@ class FeedState:
         # Stream breaks (exchange ms): a bar whose window overlaps one was observed only in part. ``gap_start`` is
         # the last bar event's time while a break is open, i.e. until the first bar event after it arrives.
         self.last_ts = 0
+        self.told_ts = 0  # the newest bar event time told to the pipeline's ``on_venue_time``
         self.gap_start: int | None = None
         self.gaps: deque[tuple[int, int]] = deque(maxlen=limits.max_gaps)
 

@@ -1,9 +1,14 @@
 """Ingestion wiring: settings → one leased ingestor per (venue, symbol) → pipeline → Redis.
 
 Each feed has a :class:`LeaseKeeper`; the process that holds a feed's lease runs its source (a venue connector or
-the simulator), its pipeline, the REST kline backfill and a status writer. Every process (API replicas with
-``ingest_in_process``, ``deltaflow ingest`` processes) may run the same keepers: exactly one of them ingests each
-feed, and another takes over within ttl + ttl/3 when it dies.
+the simulator), its pipeline, the REST kline backfill and bar repairs (:mod:`app.market.repairs`), and a status
+writer. Every process (API replicas with ``ingest_in_process``, ``deltaflow ingest`` processes) may run the same
+keepers: exactly one of them ingests each feed, and another takes over within ttl + ttl/3 when it dies.
+
+Each feed has one :class:`VenueClock`, and every decision taken from a timestamp asks it: bars close, kline rows are
+final and repairs fall due by the venue's time less the close grace, never by this host's. It learns from the
+stream's event times and, for venues with REST, the venue's server time, measured before the backfill and every
+``market_clock_refresh_seconds``.
 
 One connection per feed keeps a feed's lifetime equal to its lease's; a venue's symbols share its HTTP client
 and REST circuit breaker (its request budget).
@@ -16,8 +21,7 @@ import contextlib
 import logging
 from collections import deque
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -30,17 +34,19 @@ from app.market.feeds import Feed, parse_feeds
 from app.market.keys import FeedKeys
 from app.market.lease import Lease, LeaseKeeper
 from app.market.pipeline import Pipeline, PipelineLimits, wall_clock_ms
+from app.market.repairs import BackfillStatus, BarRepairs, Repair
 from app.market.sources import MARKETS, Shared, Source, build_source, coinapi_symbol_ids, rest_url, source_status
 from app.market.sources import backoff as reconnect_backoff
 from app.market.store import FeedWriter, StoreLimits
 from app.market.tasks import cancel_and_wait, cancelling
+from app.market.venue_clock import VenueClock
 
 __all__ = ["FeedConfigError", "IngestionHandle", "configured_feeds", "start_ingestion"]
 
 logger = logging.getLogger(__name__)
 
 IMPLEMENTED_VENUES: tuple[Venue, ...] = ("binance", "binance-futures", "bybit", "coinapi", "sim")
-MarketClock = Callable[[], int]  # epoch ms of the market: closes bars and tells closed klines from forming ones
+MarketClock = Callable[[], int]  # epoch ms of this host; each feed's VenueClock adds the venue's offset to it
 
 
 class FeedConfigError(ValueError):
@@ -87,32 +93,6 @@ def store_limits(settings: Settings) -> StoreLimits:
     )
 
 
-class Repair(NamedTuple):
-    """Closed bars to take from REST klines: ``windows`` windows of ``timeframe`` from ``start_ms``."""
-
-    timeframe: str
-    start_ms: int
-    windows: int
-
-
-@dataclass(slots=True)
-class BackfillStatus:
-    state: str = "pending"  # pending → done; "failed" while retrying; "n/a" for venues without klines
-    error: str | None = None
-    attempts: int = 0
-    timeframes_done: int = 0
-    repaired: int = 0
-    repairs_dropped: int = 0  # repairs pushed out of the bounded queue (REST unreachable through many breaks)
-    repairs_pending: deque[Repair] = field(default_factory=deque)
-    wanted: asyncio.Event = field(default_factory=asyncio.Event)
-
-    def want(self, repair: Repair) -> None:
-        if len(self.repairs_pending) == self.repairs_pending.maxlen:
-            self.repairs_dropped += 1
-        self.repairs_pending.append(repair)
-        self.wanted.set()
-
-
 class FeedIngestor:
     """One (venue, symbol): its lease keeper and, while the lease is held, the ingestion itself."""
 
@@ -128,6 +108,7 @@ class FeedIngestor:
     ) -> None:
         self.settings = settings
         self._clock = clock
+        self.venue_clock = VenueClock(clock, period_ms=int(settings.market_clock_refresh_seconds * 1000))
         self.redis = redis
         self.venue = venue
         self.symbol = symbol
@@ -138,6 +119,8 @@ class FeedIngestor:
         self.pipeline: Pipeline | None = None
         self.source: Source | None = None
         self.backfill = BackfillStatus()
+        self._session_start: int | None = None  # exchange time of the stream's first bar event
+        self._backfilled_to: dict[str, int] = {}  # timeframe → the first window the backfill did not take as final
 
     def _rest_url(self) -> str:
         return rest_url(self.settings, self.venue)
@@ -149,14 +132,18 @@ class FeedIngestor:
             state="pending" if has_klines else "n/a",
             repairs_pending=deque(maxlen=self.settings.market_max_pending_repairs),
         )
+        clock = self.venue_clock
+        self._session_start, self._backfilled_to = None, {}
         pipeline = Pipeline(
             self.redis,
             [(self.venue, self.symbol)],
             limits=pipeline_limits(self.settings),
             store_limits=self.writer.limits,
             tick_sizes=self.settings.market_tick_sizes,
-            clock=self._clock,
-            on_partial=(lambda bar: status.want(Repair(bar.timeframe, bar.open_time, 1))) if has_klines else None,
+            clock=clock.now,
+            on_venue_time=clock.saw,
+            on_session=self._session_started if has_klines else None,
+            on_partial=(lambda bar: status.want(Repair(bar.timeframe, bar.open_time, 1, bar))) if has_klines else None,
             on_gap=self._gap_repairs if has_klines else None,
         )
         source = build_source(
@@ -166,7 +153,11 @@ class FeedIngestor:
         writer = pipeline.start()
         helpers = [self._task(self._report_status(), "status")]
         if has_klines:
-            helpers.append(self._task(self._run_backfill(), "backfill"))
+            fetcher = KlineBackfill(
+                MARKETS[self.venue], self._rest_url(), self._shared.http, self._shared.breaker(self.venue)
+            )
+            helpers.append(self._task(self._run_backfill(fetcher), "backfill"))
+            helpers.append(self._task(self._keep_venue_clock(fetcher), "clock"))
         try:
             # Any task ending (only by an error) ends the ingestion: the keeper releases the lease and retries.
             done, _ = await asyncio.wait([writer, source.start(), *helpers], return_when=asyncio.FIRST_COMPLETED)
@@ -186,11 +177,32 @@ class FeedIngestor:
         if self.pipeline is not None:
             await self.pipeline.mark_gap(self.venue, symbol)
 
+    def _session_started(self, start_ms: int) -> None:
+        self._session_start = start_ms
+        self._cover_startup()
+
+    def _cover_startup(self) -> None:
+        """Windows after the backfill's last final one and before the stream's first bar: neither saw them (a
+        boundary passed between the two), so they are repaired from klines. Each timeframe once, when both are
+        known."""
+        start = self._session_start
+        if start is None:
+            return
+        for timeframe, first in self._backfilled_to.items():
+            width = TIMEFRAMES[timeframe]
+            count = (start - start % width - first) // width
+            if count > 0:
+                self.backfill.want(Repair(timeframe, first, min(count, self._most_windows())))
+        self._backfilled_to.clear()
+
+    def _most_windows(self) -> int:
+        return max(1, min(self.settings.market_backfill_bars, MAX_LIMIT[MARKETS[self.venue]]))
+
     def _gap_repairs(self, start_ms: int, end_ms: int) -> None:
         """Windows wholly inside a stream break have no live bar at all: take them from klines. (The windows
         holding the break's ends had live trades; they close as partial bars and are repaired one by one.) A long
         break is repaired for its newest ``market_backfill_bars`` windows, as at start."""
-        most = max(1, min(self.settings.market_backfill_bars, MAX_LIMIT[MARKETS[self.venue]]))
+        most = self._most_windows()
         for timeframe, width in TIMEFRAMES.items():
             first = start_ms - start_ms % width + width
             end = end_ms - end_ms % width
@@ -202,30 +214,43 @@ class FeedIngestor:
     def _task(self, coro: Coroutine[Any, Any, None], what: str) -> asyncio.Task[None]:
         return asyncio.create_task(coro, name=f"{self.venue}:{self.symbol}-{what}")
 
-    async def _run_backfill(self) -> None:
-        """Recent closed bars from REST klines, then the partial first live bars replaced by the venue's own.
+    async def _run_backfill(self, fetcher: KlineBackfill) -> None:
+        """The venue's time, recent closed bars from REST klines, then the partial live bars replaced by the venue's
+        own (:class:`BarRepairs`).
 
         Retries with backoff (capped at 60 s) while the venue is unreachable; the API keeps serving whatever
         Redis holds meanwhile, and the feed status says why the backfill has not completed.
         """
-        fetcher = KlineBackfill(
-            MARKETS[self.venue], self._rest_url(), self._shared.http, self._shared.breaker(self.venue)
-        )
         backoff = reconnect_backoff(self.settings)
         status = self.backfill
+        repairs = BarRepairs(
+            self.symbol,
+            fetcher,
+            self.venue_clock,
+            status,
+            self._store_bars,
+            grace_ms=self.settings.market_close_grace_ms,
+            retry_s=self.settings.market_repair_retry_seconds,
+            backoff=reconnect_backoff(self.settings),
+        )
         todo = list(TIMEFRAMES) if self.settings.market_backfill_bars > 0 else []
+        synced = False
         while True:
             try:
+                if not synced:  # the forming last row is told by the venue's clock: know it first
+                    self.venue_clock.saw(await fetcher.server_time())
+                    synced = True
                 while todo:
-                    await self._store_rest_bars(
-                        await fetcher.fetch(
-                            self.symbol, todo[0], limit=self.settings.market_backfill_bars, now_ms=self._clock()
-                        )
-                    )
+                    # Final by the venue's clock less the close grace, as live bars close.
+                    timeframe, settled = todo[0], self.venue_clock.now() - self.settings.market_close_grace_ms
+                    limit = self.settings.market_backfill_bars
+                    await self._store_bars(await fetcher.fetch(self.symbol, timeframe, limit=limit, now_ms=settled))
+                    self._backfilled_to[timeframe] = settled - settled % TIMEFRAMES[timeframe]
+                    self._cover_startup()
                     status.timeframes_done += 1
                     todo.pop(0)
                 status.state, status.error = "done", None
-                await self._repair_partial_bars(fetcher)
+                await repairs.run()
             except (BackfillError, RedisError, OSError) as exc:
                 if cancelling():
                     raise asyncio.CancelledError from exc
@@ -235,31 +260,24 @@ class FeedIngestor:
                 # An open breaker refuses without asking the venue: sleep until it may ask again, not in a hot loop.
                 await asyncio.sleep(max(backoff.next_delay(), fetcher.breaker.retry_in()))
 
-    async def _repair_partial_bars(self, fetcher: KlineBackfill) -> None:
-        """Store the venue's klines for bars observed only in part (the first live bars, bars spanning a stream
-        break) and for windows missed in a break. The partial live bars were never stored (see the pipeline), so
-        the venue's exact bar is the first write and, closed bars being immutable, the one that stays."""
-        status = self.backfill
+    async def _keep_venue_clock(self, fetcher: KlineBackfill) -> None:
+        """Re-measure the venue's server time every period (the stream's event times refresh it too, but a quiet
+        market sends none); a failure leaves the last measurement in place."""
         while True:
-            while status.repairs_pending:
-                repair = status.repairs_pending[0]
-                bars = await fetcher.fetch(
-                    self.symbol, repair.timeframe, limit=repair.windows, start_ms=repair.start_ms, now_ms=self._clock()
-                )
-                end = repair.start_ms + repair.windows * TIMEFRAMES[repair.timeframe]
-                await self._store_rest_bars([b for b in bars if repair.start_ms <= b.open_time < end])
-                status.repaired += 1
-                if status.repairs_pending and status.repairs_pending[0] is repair:
-                    status.repairs_pending.popleft()
-            status.wanted.clear()
-            await status.wanted.wait()
+            await asyncio.sleep(self.settings.market_clock_refresh_seconds)
+            try:
+                self.venue_clock.saw(await fetcher.server_time())
+            except BackfillError as exc:
+                logger.warning("market.clock_failed", extra={"feed": self.keeper.name, "error": str(exc)})
 
-    async def _store_rest_bars(self, bars: list[Bar]) -> None:
+    async def _store_bars(self, bars: list[Bar], partial: bool = False) -> None:
+        """Closed bars from REST klines (no footprint), or a live bar observed in part, kept with its detail and
+        flagged when the venue never gave its own."""
         if not bars:
             return
         async with self.redis.pipeline(transaction=False) as pipe:
             for bar in bars:
-                self.writer.close_bar(pipe, bar, with_detail=False)
+                self.writer.close_bar(pipe, bar, with_detail=partial, partial=partial)
             await pipe.execute()
 
     def status(self) -> dict[str, Any]:
@@ -275,12 +293,14 @@ class FeedIngestor:
             "resynced": pipeline.stats.resynced if pipeline else 0,
             "write_errors": pipeline.stats.write_errors if pipeline else 0,
             "last_message_ms": pipeline.stats.last_message_ms if pipeline else None,
+            "clock_offset_ms": self.venue_clock.offset_ms,
             "backfill": {
                 "state": self.backfill.state,
                 "error": self.backfill.error,
                 "attempts": self.backfill.attempts,
                 "timeframes_done": self.backfill.timeframes_done,
                 "repaired": self.backfill.repaired,
+                "repairs_failed": self.backfill.repairs_failed,
                 "repairs_pending": len(self.backfill.repairs_pending),
                 "repairs_dropped": self.backfill.repairs_dropped,
             },

@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypedDict
+from typing import Any, NotRequired, TypedDict
 
 import orjson
 from redis.asyncio import Redis
@@ -65,6 +65,7 @@ class Candle(TypedDict):
     trades: int
     vwap: float
     closed: bool
+    partial: NotRequired[bool]
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,8 +85,10 @@ class StoreLimits:
         return self.bar_retention_by_timeframe.get(timeframe, self.bar_retention)
 
 
-def candle(bar: Bar) -> Candle:
-    return {
+def candle(bar: Bar, *, partial: bool = False) -> Candle:
+    """The stored (and served) record; ``partial: true`` only on a bar observed in part that the venue's own could
+    not replace (absent otherwise, so a complete bar's record is unchanged)."""
+    out: Candle = {
         "t": bar.open_time,
         "o": bar.open,
         "h": bar.high,
@@ -99,6 +102,9 @@ def candle(bar: Bar) -> Candle:
         "vwap": bar.vwap,
         "closed": bar.closed,
     }
+    if partial:
+        out["partial"] = True
+    return out
 
 
 def _footprint_json(bar: Bar) -> bytes:
@@ -119,8 +125,8 @@ class FeedWriter:
         self.keys = FeedKeys(venue, symbol)
         self.limits = limits
 
-    def close_bar(self, pipe: Pipeline, bar: Bar, *, with_detail: bool = True) -> None:
-        """Store a closed bar unless one with its open time exists (immutability)."""
+    def close_bar(self, pipe: Pipeline, bar: Bar, *, with_detail: bool = True, partial: bool = False) -> None:
+        """Store a closed bar unless one with its open time exists (immutability); ``partial`` flags it."""
         tf = bar.timeframe
         keys = self.keys
         has_liq = with_detail and (bar.long_liquidations > 0 or bar.short_liquidations > 0)
@@ -131,7 +137,7 @@ class FeedWriter:
             keys.footprints[tf],
             keys.liquidations_per_bar[tf],
             bar.open_time,
-            orjson.dumps(candle(bar)),
+            orjson.dumps(candle(bar, partial=partial)),
             self.limits.retention(tf),
             _footprint_json(bar) if with_detail and bar.footprint else b"",
             self.limits.footprint_retention,

@@ -71,6 +71,11 @@ class Candle(BaseModel):
     trades: int
     vwap: float
     closed: bool = Field(description="false for the forming bar (always last)")
+    partial: bool | None = Field(
+        default=None,
+        description="Present (true) only on a bar observed in part whose repair from the venue's klines failed: "
+        "its volumes cover only what the stream delivered. Absent on every complete bar.",
+    )
 
 
 class CandlesResponse(BaseModel):

@@ -66,6 +66,7 @@ class CandleIn(BaseModel):
     closed: Any = Field(
         default=None, description="Ignored: every bar is analysed as closed, so drop a forming bar first."
     )
+    partial: Any = Field(default=None, description="Ignored (GET /v1/candles' flag on a bar observed in part).")
 
 
 class TradeIn(BaseModel):

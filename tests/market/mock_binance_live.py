@@ -8,8 +8,9 @@ receives them from the moment it connected — so two overlapping connections se
 ``futures=True`` makes it USDⓈ-M-like: diffs carry ``pu`` (the previous diff's ``u``) and the depth path is
 ``/fapi/v1/depth``.
 
-REST on the same port: ``/api/v3/depth`` (the book as of the last diff sent, with its ``lastUpdateId``) and
-``/api/v3/klines`` (bars of exactly the trades generated, with taker-buy volume, in Binance's row layout).
+REST on the same port: ``/api/v3/depth`` (the book as of the last diff sent, with its ``lastUpdateId``),
+``/api/v3/klines`` (bars of exactly the trades generated, with taker-buy volume, in Binance's row layout) and
+``/api/v3/time`` (``{"serverTime": …}``); the ``/fapi/v1/…`` paths with ``futures=True``.
 
 Misbehaviour on demand: :meth:`server_shutdown` sends the ``serverShutdown`` event to every open connection (and
 closes them ``grace_s`` later); :meth:`drop_all` aborts every connection; ``refusing = True`` fails new stream
@@ -20,7 +21,9 @@ book still (trades only, so no diff is due: a merely quiet book), ``mute_trades`
 ``depth_delay_s`` holds each depth request that long and answers with the book as of the end of the wait.
 
 Exchange time comes from ``clock`` (epoch ms), so a test can run a fast virtual market (:class:`VirtualClock`)
-that the runtime under test reads too.
+that the runtime under test reads too; ``clock_offset_ms`` sets the venue's clock that far ahead of it (negative:
+behind), as a host whose clock lags or leads the venue's sees it. ``klines_from_ms`` makes the venue answer
+klines only for windows that opened before it (a venue whose klines lag: a repair gets nothing).
 """
 
 from __future__ import annotations
@@ -149,9 +152,12 @@ class LiveBinance:
         clock: Callable[[], int] | None = None,
         tick_interval_s: float = 0.002,
         futures: bool = False,
+        clock_offset_ms: int = 0,
     ) -> None:
         self.market = Market(symbol, futures)
         self.clock = clock or (lambda: int(time.time() * 1000))
+        self.clock_offset_ms = clock_offset_ms
+        self.klines_from_ms: int | None = None
         self.tick_interval_s = tick_interval_s
         self.refusing = False
         self.paused = False  # no ticks at all (the market stands still)
@@ -169,6 +175,10 @@ class LiveBinance:
         self._ticker: asyncio.Task[None] | None = None
         self._closers: set[asyncio.Task[None]] = set()
         self._port = 0
+
+    def now(self) -> int:
+        """The venue's clock (epoch ms)."""
+        return self.clock() + self.clock_offset_ms
 
     @property
     def ws_url(self) -> str:
@@ -204,7 +214,7 @@ class LiveBinance:
             stream = self.market.symbol.lower()
             frames = [
                 json.dumps({"stream": f"{stream}@{'aggTrade' if e['e'] == 'aggTrade' else 'depth@100ms'}", "data": e})
-                for e in self.market.tick(k, self.clock(), book=not self.book_frozen)
+                for e in self.market.tick(k, self.now(), book=not self.book_frozen)
                 if not (self.mute_trades if e["e"] == "aggTrade" else self.mute_depth)
             ]
             for ws in list(self.live):
@@ -214,7 +224,7 @@ class LiveBinance:
 
     async def server_shutdown(self, grace_s: float = 0.5) -> None:
         """Binance's notice to every open connection; each is closed ``grace_s`` later."""
-        event = json.dumps({"e": "serverShutdown", "E": self.clock()})
+        event = json.dumps({"e": "serverShutdown", "E": self.now()})
         for ws in list(self.live):
             with contextlib.suppress(ConnectionClosed):
                 await ws.send(event)
@@ -236,14 +246,19 @@ class LiveBinance:
         query = parse_qs(url.query)
         if url.path == "/stream":
             return self._response(503, b"outage") if self.refusing else None
-        if url.path == ("/fapi/v1/depth" if self.market.futures else "/api/v3/depth"):
+        api = "/fapi/v1" if self.market.futures else "/api/v3"
+        if url.path == f"{api}/time":
+            return self._response(200, json.dumps({"serverTime": self.now()}).encode())
+        if url.path == f"{api}/depth":
             self.depth_calls += 1
             if self.depth_delay_s:
                 await asyncio.sleep(self.depth_delay_s)
             return self._response(200, self.market.snapshot())
-        if url.path == "/api/v3/klines":
+        if url.path == f"{api}/klines":
             self.kline_calls.append(request.path)
             rows = self.market.klines(query["interval"][0])
+            if self.klines_from_ms is not None:
+                rows = [row for row in rows if int(str(row[0])) < self.klines_from_ms]
             limit = int(query.get("limit", ["500"])[0])
             if "startTime" in query:
                 start = int(query["startTime"][0])

@@ -1,7 +1,8 @@
 """A local Binance look-alike on 127.0.0.1: combined-stream WebSocket and REST depth on one ephemeral port.
 
 WebSocket connections to ``/stream?streams=…`` get the capture's frames byte-for-byte, in order; REST
-``/api/v3/depth`` and ``/fapi/v1/depth`` get the capture's recorded snapshot body. Knobs make it misbehave the
+``/api/v3/depth`` and ``/fapi/v1/depth`` get the capture's recorded snapshot body, ``…/klines`` the given rows and
+``…/time`` this host's clock. Knobs make it misbehave the
 way real exchanges do: drop frames (a sequence gap), drop the connection after N frames, answer REST with scripted
 statuses (429 + Retry-After), answer REST slowly, and serve "live" snapshots built from the frames sent so
 far, as a real venue would after a gap.
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -25,6 +27,7 @@ from websockets.http11 import Request, Response
 
 DEPTH_PATHS = ("/api/v3/depth", "/fapi/v1/depth")
 KLINES_PATHS = ("/api/v3/klines", "/fapi/v1/klines")
+TIME_PATHS = ("/api/v3/time", "/fapi/v1/time")
 
 
 @dataclass(frozen=True)
@@ -175,8 +178,9 @@ class MockExchange:
         path = urlsplit(request.path).path
         if path == "/stream":
             return None  # continue with the WebSocket handshake
-        if path in KLINES_PATHS:
-            return self._klines(request.path)
+        if path in TIME_PATHS or path in KLINES_PATHS:
+            now = json.dumps({"serverTime": int(time.time() * 1000)}).encode()
+            return self._response(200, now) if path in TIME_PATHS else self._klines(request.path)
         if path not in DEPTH_PATHS:
             return self._response(404, b'{"code":-1,"msg":"not found"}')
         self.rest_calls.append(request.path)

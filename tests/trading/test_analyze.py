@@ -295,3 +295,10 @@ async def test_openapi_documents_the_body_and_the_scope(signals_client: AsyncCli
     assert "$defs" not in orjson.dumps(body_schema).decode()
     assert {"422", "413"} <= set(operation["responses"])
     assert all(scopes == ["signals:read"] for alternative in operation["security"] for scopes in alternative.values())
+
+
+async def test_a_bar_flagged_partial_by_get_candles_can_be_posted_back(signals_client: AsyncClient) -> None:
+    rows = candle_rows(30)
+    rows[0]["partial"] = True  # the first bar of a session whose repair failed (GET /v1/candles flags it)
+    response = await post(signals_client, {"candles": rows})
+    assert response.status_code == 200, response.text

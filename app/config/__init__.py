@@ -126,6 +126,9 @@ class Settings(ConsoleSettings, CallLogSettings, BaseSettings):
     db_max_overflow: Annotated[int, Field(ge=0, le=200)] = 10
     db_pool_timeout_seconds: Annotated[float, Field(gt=0)] = 5.0
     db_connect_timeout_seconds: Annotated[float, Field(gt=0)] = 3.0
+    # Every statement of the service's own connections (Postgres `statement_timeout`; 0 = none): a query that runs
+    # away is cancelled and its request answered 503, never left hanging. Migrations have their own connection.
+    db_statement_timeout_seconds: Annotated[float, Field(ge=0, le=3600)] = 10.0
 
     # Redis pool
     redis_max_connections: Annotated[int, Field(ge=1, le=10_000)] = 100

@@ -24,13 +24,17 @@ def create_engine(settings: Settings) -> AsyncEngine:
         )
         event.listen(engine.sync_engine, "connect", _configure_sqlite)
         return engine
+    connect_args: dict[str, object] = {"timeout": settings.db_connect_timeout_seconds}
+    if settings.db_statement_timeout_seconds > 0:
+        timeout_ms = str(int(settings.db_statement_timeout_seconds * 1000))
+        connect_args["server_settings"] = {"statement_timeout": timeout_ms}
     return create_async_engine(
         settings.database_url,
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
         pool_timeout=settings.db_pool_timeout_seconds,
         pool_pre_ping=True,
-        connect_args={"timeout": settings.db_connect_timeout_seconds},
+        connect_args=connect_args,
     )
 
 

@@ -8,8 +8,8 @@ a write are two statements: a concurrent request can slip in between, and some f
   `table.column` on SQLite, whose messages carry no constraint name), else the generic `conflict`;
 - a value the column cannot hold (too long, out of range) → 422 `value-rejected`: input schemas bound every
   field, so this is a backstop that names no column;
-- a lost or refused connection, a lock or statement timeout → 503 with `Retry-After` (nothing was committed:
-  the transaction rolled back before the handler ran).
+- a lost or refused connection, a statement cancelled by `DELTAFLOW_DB_STATEMENT_TIMEOUT_SECONDS`, a lock not
+  granted, a deadlock → 503 with `Retry-After` (nothing was committed: the transaction rolled back).
 
 None of these messages include the database's own text, which may quote other tenants' values.
 """
@@ -105,8 +105,21 @@ def install_db_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(DBAPIError, _dbapi_error_handler)
 
 
+# SQLSTATEs that say "not now" rather than "wrong": a statement cancelled by `statement_timeout` (or by an
+# operator), a lock not granted, a serialization failure or a deadlock victim. The transaction was rolled back.
+_RETRYABLE_SQLSTATES = frozenset({"57014", "55P03", "40001", "40P01"})
+
+
+def sqlstate_of(error: DBAPIError) -> str | None:
+    for candidate in (error.orig, getattr(error.orig, "__cause__", None)):
+        state = getattr(candidate, "sqlstate", None)
+        if isinstance(state, str):
+            return state
+    return None
+
+
 async def _dbapi_error_handler(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, DBAPIError)  # noqa: S101 - registered for DBAPIError only
-    if exc.connection_invalidated:
+    if exc.connection_invalidated or sqlstate_of(exc) in _RETRYABLE_SQLSTATES:
         return await _unavailable_handler(request, exc)
     raise exc  # a genuine server fault: the generic 500 handler logs it with the request id

@@ -61,7 +61,6 @@ async def _start_call_log(
     the days ahead at start-up, so the first calls land in their day's partition; kept hourly by background jobs."""
     recorder = CallRecorder(settings.call_log_max_pending)
     setattr(app.state, CALL_LOG_STATE, recorder)
-    await maintain(sessions, settings)
     in_flight: set[asyncio.Future[int]] = set()
 
     async def write() -> None:

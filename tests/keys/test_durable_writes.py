@@ -21,9 +21,10 @@ from sqlalchemy.pool import NullPool
 
 from app.auth.scopes import Role
 from app.config import Settings
+from app.main import create_app
 from app.models import ApiKey, AuditEvent, Tenant
-from tests.helpers import asgi_call
-from tests.keys.conftest import IssuedKey, MakeKey
+from tests.helpers import asgi_call, running
+from tests.keys.conftest import IssuedKey, MakeKey, key_maker
 
 
 async def _count(app: FastAPI, statement: Any) -> int:
@@ -233,3 +234,32 @@ async def test_a_slow_commit_holds_the_response_until_it_is_durable(
     assert visible == [1]
     assert uuid.UUID(_json(body)["id"])
     assert datetime.fromisoformat(_json(body)["created_at"]) <= datetime.now(UTC)
+
+
+async def test_a_statement_past_the_timeout_is_a_503_and_stores_nothing(settings: Settings) -> None:
+    """A query that runs away (here: a trigger sleeping in an INSERT) is cancelled by the statement timeout."""
+    slow = settings.model_copy(update={"db_statement_timeout_seconds": 0.2})
+    engine = create_async_engine(settings.database_url, poolclass=NullPool)
+    statements = (
+        "CREATE FUNCTION test_sleepy() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_sleep(2); "
+        "RETURN NEW; END $$",
+        "CREATE TRIGGER test_sleepy BEFORE INSERT ON tenants FOR EACH ROW EXECUTE FUNCTION test_sleepy()",
+    )
+    app = create_app(slow)
+    try:
+        async with running(app) as client:
+            operator = await key_maker(app, slow)(Role.OPERATOR, tenant="ops-existing")
+            async with engine.begin() as connection:
+                for statement in statements:
+                    await connection.execute(text(statement))
+            started = time.monotonic()
+            response = await client.post("/v1/tenants", json={"name": "sleepy"}, headers=operator.headers)
+            assert response.status_code == 503, response.text
+            assert response.headers["retry-after"] == "2"
+            assert time.monotonic() - started < 1.5
+            assert await _count(app, select(func.count()).where(Tenant.name == "sleepy")) == 0
+    finally:
+        async with engine.begin() as connection:
+            await connection.execute(text("DROP TRIGGER IF EXISTS test_sleepy ON tenants"))
+            await connection.execute(text("DROP FUNCTION IF EXISTS test_sleepy()"))
+        await engine.dispose()

@@ -28,5 +28,5 @@ async def maintain(sessions: async_sessionmaker[AsyncSession], settings: Setting
                 if created or dropped:
                     log.info("call_log.partitions", created=created, dropped=dropped)
             await repository.delete_before(session, datetime(cutoff.year, cutoff.month, cutoff.day, tzinfo=UTC))
-    except SQLAlchemyError as error:  # another instance created the same partition first, or the database is away
+    except (SQLAlchemyError, OSError) as error:  # another instance made the partition first, or the database is away
         log.warning("call_log.maintenance_failed", error=type(error).__name__)

@@ -91,16 +91,31 @@ async def ensure_partitions(session: AsyncSession, first: date, days: int) -> li
     for offset in range(days + 1):
         day = first + timedelta(days=offset)
         name = f"{PARTITION_PREFIX}{day:%Y%m%d}"
-        exists = await session.scalar(text("SELECT to_regclass(:name) IS NOT NULL"), {"name": name})
-        if not exists:
-            await session.execute(
-                text(
-                    f"CREATE TABLE {name} PARTITION OF api_calls FOR VALUES FROM ('{day.isoformat()}') "
-                    f"TO ('{(day + timedelta(days=1)).isoformat()}')"
-                )
-            )
+        if not await session.scalar(text("SELECT to_regclass(:name) IS NOT NULL"), {"name": name}):
+            await _create_partition(session, name, day)
             created.append(name)
     return created
+
+
+async def _create_partition(session: AsyncSession, name: str, day: date) -> None:
+    """CREATE … PARTITION OF; if calls of that day already sit in the default partition (they arrived before the
+    partition existed), PostgreSQL would refuse it: then, in this one transaction, the default partition is
+    detached, the day's partition created, its calls moved into it, and the default attached again."""
+    low, high = day.isoformat(), (day + timedelta(days=1)).isoformat()
+    bounds = f"FOR VALUES FROM ('{low}') TO ('{high}')"
+    stranded = await session.scalar(
+        text("SELECT EXISTS (SELECT 1 FROM api_calls_default WHERE at >= :low AND at < :high)"),
+        {"low": day, "high": day + timedelta(days=1)},
+    )
+    if not stranded:
+        await session.execute(text(f"CREATE TABLE {name} PARTITION OF api_calls {bounds}"))
+        return
+    await session.execute(text("ALTER TABLE api_calls DETACH PARTITION api_calls_default"))
+    await session.execute(text(f"CREATE TABLE {name} PARTITION OF api_calls {bounds}"))
+    window = f"at >= '{low}' AND at < '{high}'"
+    await session.execute(text(f"INSERT INTO api_calls SELECT * FROM api_calls_default WHERE {window}"))  # noqa: S608
+    await session.execute(text(f"DELETE FROM api_calls_default WHERE {window}"))  # noqa: S608
+    await session.execute(text("ALTER TABLE api_calls ATTACH PARTITION api_calls_default DEFAULT"))
 
 
 async def drop_partitions_before(session: AsyncSession, cutoff: date) -> list[str]:

@@ -34,8 +34,7 @@ from app.usage.calls.maintenance import maintain
 from app.usage.calls.repository import COLUMNS, CallRow
 from bench.bench_signals import PATH, stored_bars
 from bench.bench_signals import seed as seed_bars
-from bench.loadgen import run_load
-from bench.server import bench_key, running_server
+from bench.server import alternated_load, bench_key
 
 ADMIN_URL = os.environ.get("BENCH_DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
@@ -54,24 +53,23 @@ def _rows(count: int) -> list[CallRow]:
     ]  # fmt: skip
 
 
-async def _database() -> tuple[str, str]:
-    name = f"deltaflow_bench_calls_{uuid.uuid4().hex[:8]}"
+async def _admin(statement: str) -> None:
     dsn = make_url(ADMIN_URL).set(drivername="postgresql").render_as_string(hide_password=False)
     connection = await asyncpg.connect(dsn)
     try:
-        await connection.execute(f'CREATE DATABASE "{name}"')
+        await connection.execute(statement)
     finally:
         await connection.close()
+
+
+async def _database() -> tuple[str, str]:
+    name = f"deltaflow_bench_calls_{uuid.uuid4().hex[:8]}"
+    await _admin(f'CREATE DATABASE "{name}"')
     return name, make_url(ADMIN_URL).set(database=name).render_as_string(hide_password=False)
 
 
 async def _drop(name: str) -> None:
-    dsn = make_url(ADMIN_URL).set(drivername="postgresql").render_as_string(hide_password=False)
-    connection = await asyncpg.connect(dsn)
-    try:
-        await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await connection.close()
+    await _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 async def ingestion(url: str) -> list[tuple[str, float]]:
@@ -107,13 +105,9 @@ def throughput(url: str) -> list[tuple[str, float]]:
         "DELTAFLOW_ACCESS_LOG": "false",
     }
     headers = {"X-API-Key": bench_key(env, tenant="bench-calls")}
-    rows = []
-    for enabled in ("true", "false") * 3:
-        with running_server(workers=2, **{**env, "DELTAFLOW_CALL_LOG_ENABLED": enabled}) as base_url:
-            run_load(base_url, PATH, connections=CONNECTIONS, seconds=1, headers=headers)  # warm both workers
-            result = run_load(base_url, PATH, connections=CONNECTIONS, seconds=SECONDS, headers=headers)
-        rows.append(("call log on" if enabled == "true" else "call log off", result.requests_per_second))
-    return rows
+    values = {"call log on": "true", "call log off": "false"}
+    rows = alternated_load(env, "DELTAFLOW_CALL_LOG_ENABLED", values, PATH, headers)
+    return [(label, rate) for label, _health, rate in rows]
 
 
 def main() -> None:

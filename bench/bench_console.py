@@ -37,8 +37,7 @@ from app.main import create_app
 from app.models import UsageCount
 from bench.bench_signals import PATH, stored_bars
 from bench.bench_signals import seed as seed_bars
-from bench.loadgen import run_load
-from bench.server import bench_key, running_server
+from bench.server import alternated_load, bench_key
 
 CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "50"))
 SECONDS = float(os.environ.get("BENCH_SECONDS", "5"))
@@ -61,18 +60,9 @@ def api_ratios(database_url: str) -> list[tuple[str, float, float, float]]:
         "DELTAFLOW_ACCESS_LOG": "false",
     }
     headers = {"X-API-Key": bench_key(env, tenant="bench-console")}
-    rows = []
-    # Alternated three times (on, off, on, off …) so drift in the machine's load shows up as spread, not as a
-    # difference.
-    for enabled in ("true", "false") * 3:
-        with running_server(workers=2, **{**env, "DELTAFLOW_CONSOLE_ENABLED": enabled}) as base_url:
-            run_load(base_url, PATH, connections=CONNECTIONS, seconds=1, headers=headers)  # warm both workers
-            health = run_load(base_url, "/healthz", connections=CONNECTIONS, seconds=SECONDS)
-            cached = run_load(base_url, PATH, connections=CONNECTIONS, seconds=SECONDS, headers=headers)
-        label = "console mounted" if enabled == "true" else "console off"
-        ratio = cached.requests_per_second / health.requests_per_second
-        rows.append((label, health.requests_per_second, cached.requests_per_second, ratio))
-    return rows
+    values = {"console mounted": "true", "console off": "false"}
+    rows = alternated_load(env, "DELTAFLOW_CONSOLE_ENABLED", values, PATH, headers)
+    return [(label, health, cached, cached / health) for label, health, cached in rows]
 
 
 async def seed_tenant(settings: Settings) -> None:

@@ -73,7 +73,7 @@ def create_app(settings: Settings | None = None, *, handle_sigterm: bool = False
         ingestion = start_ingestion(settings, redis) if settings.ingest_in_process else None
         stop_key_services = await start_key_services(app, settings, redis, app.state.session_factory)
         setattr(app.state, RATE_LIMITER_STATE, rate_limiter_from_settings(settings, redis))
-        stop_usage_services = await start_usage_services(app, settings, app.state.session_factory)
+        stop_usage_services = await start_usage_services(app, settings, app.state.session_factory, redis)
         uninstall_drain: Callable[[], None] | None = None
         if handle_sigterm and settings.server is ServerKind.UVICORN:
             uninstall_drain = install_sigterm_drain(lifecycle, settings.drain_seconds)

@@ -21,6 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from app.auth.errors import RateLimited
 from app.auth.middleware import ROUTE_RULE_STATE
 from app.auth.principal import Principal
+from app.auth.quota import QuotaExceeded, QuotaLedger
 from app.auth.ratelimit import POLICY_NAME, RateLimiter, RateLimitPolicy
 from app.core.asgi import append_header
 from app.core.errors import app_error_response
@@ -28,6 +29,7 @@ from app.core.errors import app_error_response
 RATE_LIMITER_STATE = "rate_limiter"
 USAGE_METER_STATE = "usage_meter"
 CALL_LOG_STATE = "call_log"
+QUOTA_LEDGER_STATE = "quota_ledger"
 UNMATCHED_ROUTE = "unmatched"
 USER_AGENT_MAX = 200
 
@@ -107,7 +109,8 @@ class MeteringMiddleware:
         route = f"{scope['method']} {path}" if rule is not None else UNMATCHED_ROUTE
         try:
             rate_headers = await _spend_token(principal, limiter)
-        except RateLimited as refusal:
+            rate_headers += await _spend_quota(principal, getattr(app_state, QUOTA_LEDGER_STATE, None))
+        except (RateLimited, QuotaExceeded) as refusal:
             if meter is not None and principal.key_id is not None:
                 meter.record(principal.tenant_id, principal.key_id, route, refusal.status)
             await app_error_response(scope, refusal)(scope, receive, send)
@@ -157,6 +160,15 @@ async def _spend_token(principal: Principal, limiter: RateLimiter | None) -> tup
         (b"ratelimit", f'"{POLICY_NAME}";r={remaining};t={reset}'.encode("latin-1")),
         (b"ratelimit-policy", policy.header),
     )
+
+
+async def _spend_quota(principal: Principal, ledger: QuotaLedger | None) -> tuple[tuple[bytes, bytes], ...]:
+    """One request of the tenant's monthly quota, if it has one; the X-Quota-* headers to send. Raises
+    `QuotaExceeded` when the month's quota is used up."""
+    if ledger is None or principal.monthly_quota is None:
+        return ()
+    state = await ledger.spend(principal.tenant_id, principal.monthly_quota)
+    return state.headers
 
 
 async def charge_extra(scope: Scope, tokens: int) -> None:

@@ -23,6 +23,7 @@ class Principal:
     name: str
     rate_limit: RateLimitPolicy | None = None  # the tenant's own budget; None: the service default
     user_id: uuid.UUID | None = None
+    monthly_quota: int | None = None  # the tenant's requests per month (None: no quota)
 
     @property
     def is_operator(self) -> bool:

@@ -76,6 +76,7 @@ class KeyRecord:
     cached_at: float = 0.0
     rate_per_second: float | None = None  # the tenant's own rate limit, if it has one
     rate_burst: int | None = None
+    monthly_quota: int | None = None  # the tenant's monthly request quota, if it has one
 
     def encode(self) -> bytes:
         if self.key_id is None:
@@ -93,6 +94,7 @@ class KeyRecord:
                 "cached_at": self.cached_at,
                 "rate_per_second": self.rate_per_second,
                 "rate_burst": self.rate_burst,
+                "monthly_quota": self.monthly_quota,
             }
         )
 
@@ -113,6 +115,7 @@ class KeyRecord:
             cached_at=float(data["cached_at"]),
             rate_per_second=data.get("rate_per_second"),  # absent in entries cached by an older release
             rate_burst=data.get("rate_burst"),
+            monthly_quota=data.get("monthly_quota"),
         )
 
 
@@ -287,6 +290,7 @@ class KeyVerifier:
             cached_at=now,
             rate_per_second=tenant.rate_limit_per_second,
             rate_burst=tenant.rate_limit_burst,
+            monthly_quota=tenant.monthly_quota,
         )
 
     async def _store_in_redis(self, key_hash: str, record: KeyRecord, generation: bytes | None) -> bool:
@@ -328,6 +332,7 @@ class KeyVerifier:
                 if record.rate_per_second is None or record.rate_burst is None
                 else RateLimitPolicy(record.rate_per_second, record.rate_burst)
             ),
+            monthly_quota=record.monthly_quota,
         )
 
 

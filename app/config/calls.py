@@ -1,4 +1,5 @@
-"""Settings of the call log (`app/usage/calls`): every authenticated `/v1` request, searchable by its tenant."""
+"""Settings of the call log (`app/usage/calls`: every authenticated `/v1` request, searchable by its tenant) and of
+monthly quotas (`app/auth/quota.py`)."""
 
 from __future__ import annotations
 
@@ -19,3 +20,7 @@ class CallLogSettings(BaseSettings):
     call_log_partitions_ahead_days: Annotated[int, Field(ge=1, le=60)] = 3
     call_log_page_max: Annotated[int, Field(ge=1, le=10_000)] = 200
     call_log_export_max_rows: Annotated[int, Field(ge=1, le=100_000_000)] = 1_000_000
+    # Monthly quotas: an instance reserves at most this many requests of a tenant's month at a time (a tenth of what
+    # is left when less; unspent ones go back at shutdown), and notices go out as each fraction is crossed.
+    quota_lease_size: Annotated[int, Field(ge=1, le=100_000)] = 100
+    quota_notice_thresholds: tuple[Annotated[float, Field(gt=0, le=1)], ...] = (0.8, 1.0)

@@ -3,7 +3,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import CheckConstraint, Float, Integer, String, Uuid
+from sqlalchemy import BigInteger, CheckConstraint, Float, Integer, String, Uuid
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.models import Base
@@ -27,3 +27,5 @@ class Tenant(Base):
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     rate_limit_per_second: Mapped[float | None] = mapped_column(Float, default=None)
     rate_limit_burst: Mapped[int | None] = mapped_column(Integer, default=None)
+    # Requests per calendar month (UTC) across all the tenant's keys; null: no quota.
+    monthly_quota: Mapped[int | None] = mapped_column(BigInteger, default=None)

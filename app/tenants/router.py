@@ -17,6 +17,7 @@ from app.keys.router import ActorDep
 from app.tenants.schemas import (
     AuditEventRead,
     AuditPage,
+    QuotaSpec,
     RateLimitSpec,
     TenantCreate,
     TenantRead,
@@ -86,6 +87,28 @@ async def put_rate_limit(tenant_id: TenantIdPath, body: RateLimitSpec, service: 
 )
 async def delete_rate_limit(tenant_id: TenantIdPath, service: Service, actor: ActorDep) -> TenantRead:
     return service.to_read(await service.set_rate_limit(actor, tenant_id, None))
+
+
+@router.put(
+    "/tenants/{tenant_id}/quota",
+    response_model=TenantRead,
+    summary="Give a tenant a monthly request quota (operators); its keys apply it within a second",
+    dependencies=[require(Scope.TENANTS_WRITE)],
+    responses=problem_responses(401, 403, 404, 422, 503),
+)
+async def put_quota(tenant_id: TenantIdPath, body: QuotaSpec, service: Service, actor: ActorDep) -> TenantRead:
+    return service.to_read(await service.set_quota(actor, tenant_id, body.monthly_requests))
+
+
+@router.delete(
+    "/tenants/{tenant_id}/quota",
+    response_model=TenantRead,
+    summary="Remove a tenant's monthly quota (operators)",
+    dependencies=[require(Scope.TENANTS_WRITE)],
+    responses=problem_responses(401, 403, 404, 422, 503),
+)
+async def delete_quota(tenant_id: TenantIdPath, service: Service, actor: ActorDep) -> TenantRead:
+    return service.to_read(await service.set_quota(actor, tenant_id, None))
 
 
 @router.put(

@@ -47,6 +47,7 @@ class TenantRead(BaseModel):
                     "name": "acme-quant",
                     "created_at": "2026-11-25T08:00:00Z",
                     "rate_limit": {"per_second": 50, "burst": 500, "source": "tenant"},
+                    "monthly_quota": 1_000_000,
                 }
             ]
         }
@@ -58,6 +59,18 @@ class TenantRead(BaseModel):
     rate_limit: RateLimitRead | None = Field(
         description="The budget its keys share (null: not limited: no tenant budget and no service default)."
     )
+    monthly_quota: int | None = Field(
+        default=None, description="Requests per calendar month (UTC) across its keys; null: no quota."
+    )
+
+
+class QuotaSpec(BaseModel):
+    """A tenant's monthly request quota: every `/v1` request of its keys counts; refused with 429 `quota-exceeded`
+    once used up, until the first day of the next month (UTC)."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"monthly_requests": 1_000_000}]})
+
+    monthly_requests: int = Field(ge=1, le=1_000_000_000_000, description="Requests per calendar month (UTC).")
 
 
 class WebhookUpdate(BaseModel):

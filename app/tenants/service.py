@@ -48,7 +48,11 @@ class TenantService:
 
     def to_read(self, tenant: Tenant) -> TenantRead:
         return TenantRead(
-            id=tenant.id, name=tenant.name, created_at=tenant.created_at, rate_limit=self._effective_limit(tenant)
+            id=tenant.id,
+            name=tenant.name,
+            created_at=tenant.created_at,
+            rate_limit=self._effective_limit(tenant),
+            monthly_quota=tenant.monthly_quota,
         )
 
     def _effective_limit(self, tenant: Tenant) -> RateLimitRead | None:
@@ -81,7 +85,32 @@ class TenantService:
             request_id=actor.request_id,
             details={} if limit is None else {"per_second": limit.per_second, "burst": limit.burst},
         )
-        hashes = await key_hashes_of_tenant(self.session, tenant.id)
+        await self._invalidate_keys_after_commit(tenant.id)
+        return tenant
+
+    async def set_quota(self, actor: Actor, tenant_id: uuid.UUID, monthly_requests: int | None) -> Tenant:
+        """Give a tenant a monthly quota (None: none). Like a budget, it travels with the keys' cached
+        verifications, which are invalidated after the commit: every instance applies it from its next request."""
+        tenant = await repository.get_tenant(self.session, tenant_id)
+        if tenant is None:
+            raise TenantNotFound(f"Tenant {tenant_id} not found.")
+        tenant.monthly_quota = monthly_requests
+        await self.session.flush()
+        audit.record(
+            self.session,
+            tenant_id=tenant.id,
+            actor_key_id=actor.principal.key_id,
+            actor_user_id=actor.principal.user_id,
+            action="tenant.quota_set" if monthly_requests is not None else "tenant.quota_cleared",
+            target=f"tenant:{tenant.id}",
+            request_id=actor.request_id,
+            details={} if monthly_requests is None else {"monthly_requests": monthly_requests},
+        )
+        await self._invalidate_keys_after_commit(tenant.id)
+        return tenant
+
+    async def _invalidate_keys_after_commit(self, tenant_id: uuid.UUID) -> None:
+        hashes = await key_hashes_of_tenant(self.session, tenant_id)
         invalidator = self.invalidator
         if invalidator is not None and hashes:
 
@@ -89,7 +118,6 @@ class TenantService:
                 await invalidator.invalidate_many(hashes)
 
             after_commit(self.session, invalidate)
-        return tenant
 
     async def create(self, actor: Actor, name: str, limit: RateLimitSpec | None = None) -> Tenant:
         if await repository.get_tenant_by_name(self.session, name) is not None:

@@ -7,19 +7,22 @@ import contextlib
 from collections.abc import Awaitable, Callable
 
 from fastapi import FastAPI
+from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.auth.metering import CALL_LOG_STATE, USAGE_METER_STATE
+from app.auth.metering import CALL_LOG_STATE, QUOTA_LEDGER_STATE, USAGE_METER_STATE
+from app.auth.quota import QuotaLedger
 from app.config import Settings
 from app.keys.jobs import run_forever
 from app.usage.calls.maintenance import maintain
 from app.usage.calls.recorder import CallRecorder
 from app.usage.meter import UsageMeter
+from app.usage.quota_notices import QuotaNotices
 from app.usage.retention import UsageRetention
 
 
 async def start_usage_services(
-    app: FastAPI, settings: Settings, sessions: async_sessionmaker[AsyncSession]
+    app: FastAPI, settings: Settings, sessions: async_sessionmaker[AsyncSession], redis: Redis | None = None
 ) -> Callable[[], Awaitable[None]]:
     """Sets `app.state.usage_meter` (read by the metering middleware) and starts its flush job; returns the
     matching shutdown coroutine, which stops the job and flushes what is left."""
@@ -42,8 +45,20 @@ async def start_usage_services(
 
     task = asyncio.create_task(run_forever("usage", settings.usage_flush_seconds, step), name="usage-flush")
     stop_calls = await _start_call_log(app, settings, sessions) if settings.call_log_enabled else None
+    notices = QuotaNotices(sessions)
+    # Quotas are counted in Redis (without it, e.g. in a test of the meter alone, no tenant is held to one).
+    ledger = None
+    if redis is not None:
+        ledger = QuotaLedger(
+            redis, lease_size=settings.quota_lease_size, thresholds=settings.quota_notice_thresholds, notify=notices
+        )
+        setattr(app.state, QUOTA_LEDGER_STATE, ledger)
 
     async def stop() -> None:
+        if ledger is not None:
+            with contextlib.suppress(Exception):  # Redis may be what is going away; the leases then stay counted
+                await ledger.give_back()
+        await notices.drain()
         task.cancel()
         await asyncio.gather(task, *in_flight, return_exceptions=True)
         with contextlib.suppress(Exception):  # best effort: the database may be what is going away

@@ -308,6 +308,23 @@ async def dup_delete_budget(base_url: str, f: Fixture) -> None:
     assert next(t for t in listed if t["id"] == tenant)["rate_limit"] is None
 
 
+async def dup_put_quota(base_url: str, f: Fixture) -> None:
+    tenant = await f.tenant("dup-quota")
+    body = {"monthly_requests": 5000}
+    copies = await _copies(base_url, "PUT", f"/v1/tenants/{tenant}/quota", json=body, headers=f.operator)
+    assert _statuses(copies) == [200] * COPIES
+    assert {c.json()["monthly_quota"] for c in copies} == {5000}
+
+
+async def dup_delete_quota(base_url: str, f: Fixture) -> None:
+    tenant = await f.tenant("dup-unquota")
+    await f.client.put(f"/v1/tenants/{tenant}/quota", json={"monthly_requests": 5}, headers=f.operator)
+    copies = await _copies(base_url, "DELETE", f"/v1/tenants/{tenant}/quota", headers=f.operator)
+    assert _statuses(copies) == [200] * COPIES
+    listed = (await f.client.get("/v1/tenants", params={"limit": 1000}, headers=f.operator)).json()
+    assert next(t for t in listed if t["id"] == tenant)["monthly_quota"] is None
+
+
 async def dup_put_webhook(base_url: str, f: Fixture) -> None:
     _, admin = await f.key(await f.tenant("dup-webhook"))
     url = "https://hooks.example.com/dup"
@@ -337,6 +354,8 @@ DUPLICATES: dict[tuple[str, str], Callable[[str, Fixture], Awaitable[None]]] = {
     ("POST", "/v1/keys/{key_id}/revoke"): dup_revoke,
     ("PUT", "/v1/tenants/{tenant_id}/rate-limit"): dup_put_budget,
     ("DELETE", "/v1/tenants/{tenant_id}/rate-limit"): dup_delete_budget,
+    ("PUT", "/v1/tenants/{tenant_id}/quota"): dup_put_quota,
+    ("DELETE", "/v1/tenants/{tenant_id}/quota"): dup_delete_quota,
     ("PUT", "/v1/webhook"): dup_put_webhook,
     ("POST", "/v1/analyze"): dup_analyze,
     ("POST", "/v1/signals/batch"): dup_signal_batch,

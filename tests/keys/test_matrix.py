@@ -76,6 +76,19 @@ async def _tenant_rate_limit(make_key: MakeKey, caller: IssuedKey, tenant: str) 
     return Call(f"/v1/tenants/{target.tenant_id}/rate-limit", {"per_second": 1000, "burst": 100_000})
 
 
+async def _tenant_quota(make_key: MakeKey, caller: IssuedKey, tenant: str) -> Call:
+    target = await make_key(Role.READER, tenant=tenant)
+    return Call(f"/v1/tenants/{target.tenant_id}/quota", {"monthly_requests": 100_000_000})  # never reached here
+
+
+def _calls(suffix: str, query: str = "") -> Factory:
+    async def factory(make_key: MakeKey, caller: IssuedKey, tenant: str) -> Call:
+        target = await make_key(Role.READER, tenant=tenant)
+        return Call(f"/v1/usage/calls{suffix}?tenant_id={target.tenant_id}{query}")
+
+    return factory
+
+
 async def _put_webhook(make_key: MakeKey, caller: IssuedKey, tenant: str) -> Call:
     return Call("/v1/webhook", {"url": "https://hooks.example/matrix"})
 
@@ -139,6 +152,11 @@ REQUESTS: dict[tuple[str, str], tuple[Factory, bool]] = {
     ("PUT", "/v1/webhook"): (_put_webhook, False),
     ("GET", "/v1/audit"): (_audit, False),
     ("GET", "/v1/usage"): (_usage, True),
+    ("PUT", "/v1/tenants/{tenant_id}/quota"): (_tenant_quota, True),
+    ("DELETE", "/v1/tenants/{tenant_id}/quota"): (_tenant_quota, True),
+    ("GET", "/v1/usage/calls"): (_calls(""), True),
+    ("GET", "/v1/usage/calls/export"): (_calls("/export", "&format=csv"), True),
+    ("GET", "/v1/usage/calls/{request_id}"): (_calls("/no-such-request"), True),
     ("POST", "/v1/analyze"): (_analyze, False),
     ("GET", "/v1/markets"): (_markets, False),
     ("GET", "/v1/candles/{venue}/{symbol}"): (_candles_route, False),
@@ -156,7 +174,11 @@ REQUESTS: dict[tuple[str, str], tuple[Factory, bool]] = {
 }
 # Routes whose success for a role holding the scopes is not a 2xx: the catch-all after the five analysis modules
 # only ever answers an unknown module.
-SUCCESS: dict[tuple[str, str], str] = {("GET", "/v1/analysis/{venue}/{symbol}/{module}"): "404"}
+# The call behind a request id nobody made is a 404 even for whoever may read it.
+SUCCESS: dict[tuple[str, str], str] = {
+    ("GET", "/v1/analysis/{venue}/{symbol}/{module}"): "404",
+    ("GET", "/v1/usage/calls/{request_id}"): "404",
+}
 
 
 def _expected(role: Role, required: frozenset[Any], cross_tenant: bool, success: str = "2xx") -> str:

@@ -127,6 +127,15 @@ async def test_operators_manage_tenants_and_budgets_and_admins_cannot(
             f"/console/tenants/{tenant_id.group(1)}/rate-limit", data={"clear": "1", "csrf": token}
         )
         assert cleared.status_code == 200
+        quota = await client.post(
+            f"/console/tenants/{tenant_id.group(1)}/quota", data={"monthly_requests": "250000", "csrf": token}
+        )
+        assert quota.status_code == 200, quota.text
+        assert "250,000" in (await client.get("/console/tenants")).text
+        nonsense = await client.post(
+            f"/console/tenants/{tenant_id.group(1)}/quota", data={"monthly_requests": "0", "csrf": token}
+        )
+        assert nonsense.status_code == 422
         duplicate = await client.post("/console/tenants", data={"name": "fresh", "csrf": token})
         assert duplicate.status_code == 422
         assert "already exists" in duplicate.text

@@ -20,7 +20,7 @@ from app.core.pagination import decode_cursor, encode_cursor
 from app.market.feeds import parse_feeds
 from app.market.store import read_feed_status
 from app.tenants import repository as tenants
-from app.tenants.schemas import RateLimitSpec, WebhookUpdate
+from app.tenants.schemas import QuotaSpec, RateLimitSpec, WebhookUpdate
 from app.tenants.service import TenantService
 
 router = APIRouter(prefix="/console", include_in_schema=False)
@@ -135,6 +135,20 @@ async def set_budget(tenant_id: uuid.UUID, request: Request, db: DbSession, sett
     except (AppError, ValidationError, ValueError) as error:
         return render(request, "error.html", {"message": _message(error)}, user=user, status=422)
     return render(request, "notice.html", {"message": "Budget saved."}, user=user, headers={"hx-refresh": "true"})
+
+
+@router.post("/tenants/{tenant_id}/quota")
+async def set_quota(tenant_id: uuid.UUID, request: Request, db: DbSession, settings: SettingsDep) -> Response:
+    user = current_user(request)
+    user.require(Scope.TENANTS_WRITE)
+    form = await checked_form(request, user)
+    service = TenantService(db, settings, request.app.state.key_invalidator)
+    try:
+        quota = None if form.get("clear") else QuotaSpec(monthly_requests=int(form.get("monthly_requests")))
+        await service.set_quota(user.actor, tenant_id, None if quota is None else quota.monthly_requests)
+    except (AppError, ValidationError, ValueError) as error:
+        return render(request, "error.html", {"message": _message(error)}, user=user, status=422)
+    return render(request, "notice.html", {"message": "Quota saved."}, user=user, headers={"hx-refresh": "true"})
 
 
 def _budget(per_second: str, burst: str) -> RateLimitSpec | None:

@@ -11,13 +11,12 @@ A refused request is counted too: tenants see how often they were throttled.
 from __future__ import annotations
 
 import math
-import time
 import uuid
-from datetime import UTC, datetime
 from typing import Protocol
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.auth.calls import CALL_LOG_STATE, CallLog, RequestCall
 from app.auth.errors import RateLimited
 from app.auth.middleware import ROUTE_RULE_STATE
 from app.auth.principal import Principal
@@ -28,64 +27,12 @@ from app.core.errors import app_error_response
 
 RATE_LIMITER_STATE = "rate_limiter"
 USAGE_METER_STATE = "usage_meter"
-CALL_LOG_STATE = "call_log"
 QUOTA_LEDGER_STATE = "quota_ledger"
 UNMATCHED_ROUTE = "unmatched"
-USER_AGENT_MAX = 200
 
 
 class UsageRecorder(Protocol):
     def record(self, tenant_id: uuid.UUID, key_id: uuid.UUID, route: str, status: int) -> None: ...
-
-
-class CallLog(Protocol):
-    def record(
-        self,
-        *,
-        at: datetime,
-        tenant_id: uuid.UUID,
-        key_id: uuid.UUID,
-        method: str,
-        route: str,
-        status: int,
-        latency_ms: float,
-        response_bytes: int,
-        client_address: str | None,
-        request_id: str,
-        user_agent: str | None,
-        cache: str | None,
-    ) -> None: ...
-
-
-class _Call:
-    """What the call log keeps of one request, filled in as the response goes out."""
-
-    __slots__ = ("at", "bytes", "cache", "started", "status")
-
-    def __init__(self) -> None:
-        self.at = datetime.now(UTC)
-        self.started = time.perf_counter()
-        self.status = 500  # what the client gets if the app raises before it responds
-        self.bytes = 0
-        self.cache: str | None = None
-
-    def log(self, calls: CallLog, scope: Scope, principal: Principal, path: str) -> None:
-        if principal.key_id is None:
-            return
-        user_agent = None
-        for name, value in scope.get("headers", ()):
-            if name == b"user-agent":
-                user_agent = value[:USER_AGENT_MAX].decode("latin-1")
-                break
-        client = scope.get("client")
-        # Bounded to the columns: a client picks its method, and a trusted proxy's forwarded address is a string.
-        calls.record(
-            at=self.at, tenant_id=principal.tenant_id, key_id=principal.key_id, method=scope["method"][:8], route=path,
-            status=self.status, latency_ms=(time.perf_counter() - self.started) * 1000, response_bytes=self.bytes,
-            client_address=str(client[0])[:45] if client else None,
-            request_id=scope.get("state", {}).get("request_id", ""),
-            user_agent=user_agent, cache=self.cache,
-        )  # fmt: skip
 
 
 class MeteringMiddleware:
@@ -103,7 +50,7 @@ class MeteringMiddleware:
         limiter: RateLimiter | None = getattr(app_state, RATE_LIMITER_STATE, None)
         meter: UsageRecorder | None = getattr(app_state, USAGE_METER_STATE, None)
         calls: CallLog | None = getattr(app_state, CALL_LOG_STATE, None)
-        call = _Call() if calls is not None else None
+        call = RequestCall() if calls is not None else None
         rule = state.get(ROUTE_RULE_STATE)
         path = rule.path if rule is not None else UNMATCHED_ROUTE
         route = f"{scope['method']} {path}" if rule is not None else UNMATCHED_ROUTE

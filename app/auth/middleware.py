@@ -17,6 +17,7 @@ from email.utils import format_datetime
 import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.auth.calls import CALL_LOG_STATE, CallLog, RequestCall
 from app.auth.errors import BEARER_CHALLENGE, ApiKeyAmbiguous, ApiKeyMissing, InsufficientScope
 from app.auth.policy import PROTECTED_PREFIX, RouteRule, match_rule, refuse_unknown_query
 from app.auth.principal import Principal
@@ -59,11 +60,19 @@ class AuthMiddleware:
             await self.app(scope, receive, send)
             return
         verifier: KeyVerifier = scope["app"].state.key_verifier
+        principal: Principal | None = None
         try:
-            principal, rule = await self._authenticate(verifier, scope)
+            principal = await self._authenticate(verifier, scope)
+            rule = self._authorise(principal, scope)
         except AppError as error:
             challenge = BEARER_CHALLENGE if error.status == 401 else None
             await app_error_response(scope, error, extra_headers=challenge)(scope, receive, send)
+            calls: CallLog | None = getattr(scope["app"].state, CALL_LOG_STATE, None)
+            if principal is not None and calls is not None:  # refused, but by a key we know: the tenant's call
+                call = RequestCall()
+                call.status = error.status
+                matched = match_rule(self.rules, scope["path"], scope["method"])
+                call.log(calls, scope, principal, matched.path if matched is not None else "unmatched")
             return
         state = scope.setdefault("state", {})
         state["principal"] = principal
@@ -74,11 +83,13 @@ class AuthMiddleware:
         finally:
             structlog.contextvars.unbind_contextvars("key_id", "tenant_id")
 
-    async def _authenticate(self, verifier: KeyVerifier, scope: Scope) -> tuple[Principal, RouteRule | None]:
+    async def _authenticate(self, verifier: KeyVerifier, scope: Scope) -> Principal:
         raw_key = _extract_key(scope)
         if raw_key is None:
             raise ApiKeyMissing("Send an API key as `Authorization: Bearer <key>` or `X-API-Key: <key>`.")
-        principal = await verifier.verify(raw_key)
+        return await verifier.verify(raw_key)
+
+    def _authorise(self, principal: Principal, scope: Scope) -> RouteRule | None:
         rule = match_rule(self.rules, scope["path"], scope["method"])
         if rule is not None and not principal.has(rule.scopes):
             missing = sorted(scope.value for scope in rule.scopes - principal.scopes)
@@ -91,7 +102,7 @@ class AuthMiddleware:
             )
         if rule is not None:
             refuse_unknown_query(rule, scope.get("query_string", b""))
-        return principal, rule
+        return rule
 
     def _with_sunset(self, principal: Principal, send: Send) -> Send:
         expires = principal.expires_at.timestamp()

@@ -10,7 +10,8 @@ from fastapi import FastAPI
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.auth.metering import CALL_LOG_STATE, QUOTA_LEDGER_STATE, USAGE_METER_STATE
+from app.auth.calls import CALL_LOG_STATE
+from app.auth.metering import QUOTA_LEDGER_STATE, USAGE_METER_STATE
 from app.auth.quota import QuotaLedger
 from app.config import Settings
 from app.keys.jobs import run_forever

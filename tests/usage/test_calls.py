@@ -214,3 +214,16 @@ async def test_calls_that_arrived_before_their_partition_are_moved_into_it(
     async with app.state.session_factory() as session:
         where = (await session.execute(text("SELECT tableoid::regclass::text FROM api_calls"))).scalars().all()
     assert where == [f"api_calls_{later:%Y%m%d}"]
+
+
+async def test_a_call_refused_for_its_scopes_or_its_parameters_is_logged(
+    app: FastAPI, client: AsyncClient, make_key: MakeKey
+) -> None:
+    reader = await make_key(Role.READER)
+    admin = await make_key(Role.ADMIN)
+    assert (await client.get("/v1/keys", headers=reader.headers)).status_code == 403
+    assert (await client.get("/v1/me?nope=1", headers=reader.headers)).status_code == 422
+    assert (await client.get("/v1/me", headers={"X-API-Key": "dfk_not-a-key"})).status_code == 401  # no tenant
+    await _flush(app)
+    logged = (await _calls(client, admin, key_id=str(reader.key_id)))["items"]
+    assert [(c["route"], c["status"]) for c in logged] == [("/v1/me", 422), ("/v1/keys", 403)]

@@ -9,7 +9,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import StreamingResponse
 
-from app.auth.metering import CALL_LOG_STATE
+from app.auth.calls import CALL_LOG_STATE
 from app.auth.policy import require
 from app.auth.scopes import Scope
 from app.core.deps import DbSession, SettingsDep

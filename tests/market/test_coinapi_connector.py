@@ -266,7 +266,9 @@ async def test_a_forced_reconnect_while_a_socket_is_opening_is_not_lost() -> Non
 async def test_a_repeated_notice_during_a_switch_starts_no_second_switch() -> None:
     async def script(session: CoinApiSession) -> None:
         if session.index == 0:
-            await session.send({"type": "reconnect", "within_seconds": 1, "before_time": "2024-01-02T03:04:05Z"})
+            # A 5 s window, not 1 s: with both cores saturated (CI once) opening the second socket took over 1 s, the
+            # switch timed out and the test waited for a rotation that had failed.
+            await session.send({"type": "reconnect", "within_seconds": 5, "before_time": "2024-01-02T03:04:05Z"})
             await session.notice_reconnect(within_seconds=0.3)
 
     async with MockCoinApi(script) as mock, running(mock) as (connector, _):

@@ -11,10 +11,13 @@ from pathlib import Path
 
 import orjson
 
+from app.alerts.cli import add_alerts_parser, run_alerts_command
 from app.config import ServerKind, Settings, get_settings
 from app.console.cli import add_users_parser, run_users_command
 from app.core import serving
 from app.keys.cli import add_keys_parser, run_keys_command
+from app.signals.evaluate_cli import add_evaluate_parser, run_evaluate
+from app.signals.study_cli import add_study_parser, run_study
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,6 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     replay = commands.add_parser("replay", help="feed a recorded session through the pipeline into Redis")
     replay.add_argument("file", help="a file written by `deltaflow record`")
     replay.add_argument("--speed", type=float, default=1.0, help="times real time; 0 = as fast as possible")
+    add_evaluate_parser(commands)
+    add_study_parser(commands)
+    add_alerts_parser(commands)
     return parser
 
 
@@ -78,6 +84,9 @@ def _dispatch(settings: Settings, args: argparse.Namespace) -> int:
         "feeds": lambda: asyncio.run(_feeds(settings)),
         "record": lambda: _market_command(settings, args),
         "replay": lambda: _market_command(settings, args),
+        "evaluate": lambda: run_evaluate(settings, args),
+        "study": lambda: run_study(settings, args),
+        "alerts": lambda: run_alerts_command(settings, args),
     }
     command = commands.get(args.command)
     return command() if command is not None else asyncio.run(_check(settings))
@@ -144,6 +153,9 @@ def _market_command(settings: Settings, args: argparse.Namespace) -> int:
     configure_logging(settings)
     try:
         if args.command == "ingest":
+            from app.core.metrics_server import start_listener
+
+            start_listener(settings, None)  # the feed metrics of this one process, when metrics_port is set
             return asyncio.run(_ingest(settings))
         if args.command == "record":
             from app.market.recording import record

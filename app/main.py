@@ -13,6 +13,10 @@ from starlette.routing import compile_path
 from starlette.types import ASGIApp
 
 from app import __version__
+from app.alerts.engine import start_alert_engine
+from app.alerts.read_router import router as alert_read_router
+from app.alerts.router import router as alerts_router
+from app.alerts.stream import router as alert_stream_router
 from app.auth.metering import RATE_LIMITER_STATE, MeteringMiddleware
 from app.auth.middleware import AuthMiddleware
 from app.auth.policy import RouteRule, add_security_to_openapi, compile_policy, iter_api_routes
@@ -26,6 +30,7 @@ from app.core.db import create_engine, create_session_factory
 from app.core.db_errors import install_db_error_handlers
 from app.core.errors import ROUTE_METHODS_STATE, install_error_handlers
 from app.core.heap import startup_heap_freezer
+from app.core.instrument import install as install_metrics
 from app.core.lifecycle import Lifecycle, install_drain_signal, install_sigterm_drain, sigterm_drains_worker
 from app.core.logging import configure_logging, get_logger
 from app.core.middleware import BodyLimitMiddleware, RequestContextMiddleware
@@ -33,7 +38,12 @@ from app.core.openapi import add_standard_problems, omit_null_parameters
 from app.core.redis import create_redis
 from app.core.responses import OrjsonResponse
 from app.core.schemas import Problem
-from app.core.serving import DRAIN_SIGNAL, die_with_supervisor, under_deltaflow_supervisor
+from app.core.serving import (
+    DRAIN_SIGNAL,
+    die_with_supervisor,
+    granian_stops_on_first_signal,
+    under_deltaflow_supervisor,
+)
 from app.health.router import router as health_router
 from app.keys.router import me_router
 from app.keys.router import router as keys_router
@@ -42,6 +52,7 @@ from app.market.runtime import start_ingestion
 from app.signals.analysis import router as analysis_router
 from app.signals.router import router as signals_router
 from app.signals.stream import router as signal_stream_router
+from app.signals.track_record import router as track_record_router
 from app.system.docs import install_docs
 from app.system.router import router as system_router
 from app.tenants.router import router as tenants_router
@@ -50,6 +61,7 @@ from app.trading.router import router as trading_router
 from app.usage.calls.router import router as calls_router
 from app.usage.router import router as usage_router
 from app.usage.runtime import start_usage_services
+from app.webhooks.router import router as webhooks_router
 
 log = get_logger(__name__)
 
@@ -72,13 +84,11 @@ def create_app(settings: Settings | None = None, *, handle_sigterm: bool = False
         # In-process market ingestion (`serve --with-ingest`); a Redis lease keeps one ingestor per feed.
         ingestion = start_ingestion(settings, redis) if settings.ingest_in_process else None
         stop_key_services = await start_key_services(app, settings, redis, app.state.session_factory)
+        # Alert rules evaluated at every bar close, once across instances (a Redis claim per close).
+        stop_alert_engine = await start_alert_engine(app, settings, redis, app.state.session_factory)
         setattr(app.state, RATE_LIMITER_STATE, rate_limiter_from_settings(settings, redis))
         stop_usage_services = await start_usage_services(app, settings, app.state.session_factory, redis)
-        uninstall_drain: Callable[[], None] | None = None
-        if handle_sigterm and settings.server is ServerKind.UVICORN:
-            uninstall_drain = install_sigterm_drain(lifecycle, settings.drain_seconds)
-        elif handle_sigterm and under_deltaflow_supervisor():
-            uninstall_drain = sigterm_drains_worker(lifecycle)
+        uninstall_drain = _install_drain(lifecycle, settings) if handle_sigterm else None
         lifecycle.mark_started()
         log.info("app.started", environment=settings.environment.value, version=__version__)
         try:
@@ -87,6 +97,7 @@ def create_app(settings: Settings | None = None, *, handle_sigterm: bool = False
             if uninstall_drain is not None:
                 uninstall_drain()
             await stop_usage_services()
+            await stop_alert_engine()
             await stop_key_services()
             if ingestion is not None:
                 await ingestion.aclose()
@@ -106,6 +117,7 @@ def create_app(settings: Settings | None = None, *, handle_sigterm: bool = False
     )
     app.state.settings = settings
     app.state.lifecycle = lifecycle
+    app.state.served = handle_sigterm  # a `deltaflow serve` process: background start-up work (worker pools) runs
     install_error_handlers(app)
     install_db_error_handlers(app)
     _include_routers(app, served=handle_sigterm)
@@ -121,12 +133,23 @@ def create_app(settings: Settings | None = None, *, handle_sigterm: bool = False
     return app
 
 
+def _install_drain(lifecycle: Lifecycle, settings: Settings) -> Callable[[], None] | None:
+    """The SIGTERM drain of a served process; returns its uninstaller (None where the server drains itself)."""
+    if settings.server is ServerKind.UVICORN:
+        return install_sigterm_drain(lifecycle, settings.drain_seconds)
+    if under_deltaflow_supervisor():
+        # A lone SIGTERM (not from the supervisor) stops the worker after the drain and the shutdown timeout.
+        return sigterm_drains_worker(lifecycle, settings.drain_seconds + settings.shutdown_timeout_seconds)
+    return None
+
+
 def _telemetry_off() -> dict[str, Any]:
     """FastAPI's built-in OpenTelemetry, switched off where the installed FastAPI has it (0.16x).
 
-    Deltaflow exports no traces or metrics (its observability is the JSON log with request ids), yet with the
-    defaults every request asked the global OpenTelemetry providers whether one had been configured — environment
-    lookups and span bookkeeping on each request: ~7 µs of a ~65 µs `/healthz` in-process (best of 5 runs)."""
+    Deltaflow exports no traces (its observability is the JSON log with request ids, and its own Prometheus
+    metrics: app.core.metrics), yet with the defaults every request asked the global OpenTelemetry providers whether
+    one had been configured — environment lookups and span bookkeeping on each request: ~7 µs of a ~65 µs
+    `/healthz` in-process (best of 5 runs)."""
     if "telemetry" not in inspect.signature(FastAPI.__init__).parameters:
         return {}
     return {"telemetry": {"tracing": False, "metrics": False, "logs": False, "operation_spans": False}}
@@ -142,12 +165,18 @@ def _include_routers(app: FastAPI, *, served: bool) -> None:
     app.include_router(me_router)
     app.include_router(signal_stream_router)
     app.include_router(analysis_router)
+    app.include_router(track_record_router)
     app.include_router(markets_router)
     app.include_router(trading_router)
     app.include_router(keys_router)
     app.include_router(tenants_router)
     app.include_router(usage_router)
     app.include_router(calls_router)
+    # Before the rules router: its `/v1/alerts/{rule_id}` would take `events`, `stream` and `test` as rule ids.
+    app.include_router(alert_read_router)
+    app.include_router(alert_stream_router)
+    app.include_router(alerts_router)
+    app.include_router(webhooks_router)
     app.include_router(system_router)
     fast_lane.install(app)
     if served:  # a served process (not tests, which build many apps in one process)
@@ -172,6 +201,8 @@ def _add_middleware(app: FastAPI, settings: Settings, policy: tuple[RouteRule, .
             thread_minimum_size=settings.gzip_thread_min_bytes,
         )
     app.add_middleware(RequestContextMiddleware, access_log_enabled=settings.access_log)
+    if settings.metrics_port is not None:  # outermost: the status the client gets, the whole time taken
+        install_metrics(app, settings.metrics_flush_seconds)
 
 
 def _index_route_methods(app: FastAPI) -> None:
@@ -214,5 +245,6 @@ def create_served_app() -> ASGIApp:
         return app
     install_drain_signal(app.state.lifecycle, DRAIN_SIGNAL)
     die_with_supervisor()
+    granian_stops_on_first_signal()
     wrapped: ASGIApp = wrap_asgi_with_proxy_headers(app, trusted_hosts=settings.forwarded_allow_ips)
     return wrapped

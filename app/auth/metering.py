@@ -24,6 +24,7 @@ from app.auth.quota import QuotaExceeded, QuotaLedger
 from app.auth.ratelimit import POLICY_NAME, RateLimiter, RateLimitPolicy
 from app.core.asgi import append_header
 from app.core.errors import app_error_response
+from app.core.metrics import RATE_LIMIT_REFUSALS
 
 RATE_LIMITER_STATE = "rate_limiter"
 USAGE_METER_STATE = "usage_meter"
@@ -38,6 +39,8 @@ class UsageRecorder(Protocol):
 class MeteringMiddleware:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
+        for limit in ("rate", "quota"):  # exported at 0 from the start
+            RATE_LIMIT_REFUSALS.labels(limit)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         state = scope.get("state")
@@ -58,6 +61,7 @@ class MeteringMiddleware:
             rate_headers = await _spend_token(principal, limiter)
             rate_headers += await _spend_quota(principal, getattr(app_state, QUOTA_LEDGER_STATE, None))
         except (RateLimited, QuotaExceeded) as refusal:
+            RATE_LIMIT_REFUSALS.labels("rate" if isinstance(refusal, RateLimited) else "quota").inc()
             if meter is not None and principal.key_id is not None:
                 meter.record(principal.tenant_id, principal.key_id, route, refusal.status)
             await app_error_response(scope, refusal)(scope, receive, send)

@@ -18,12 +18,21 @@ import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.auth.calls import CALL_LOG_STATE, CallLog, RequestCall
-from app.auth.errors import BEARER_CHALLENGE, ApiKeyAmbiguous, ApiKeyMissing, InsufficientScope
+from app.auth.errors import (
+    BEARER_CHALLENGE,
+    ApiKeyAmbiguous,
+    ApiKeyExpired,
+    ApiKeyInvalid,
+    ApiKeyMissing,
+    ApiKeyRevoked,
+    InsufficientScope,
+)
 from app.auth.policy import PROTECTED_PREFIX, RouteRule, match_rule, refuse_unknown_query
 from app.auth.principal import Principal
 from app.auth.verifier import KeyVerifier
 from app.core.asgi import append_header
 from app.core.errors import AppError, app_error_response
+from app.core.metrics import AUTH_FAILURES
 
 # Where the middleware leaves the matched route's rule for the layers inside it (usage metering).
 ROUTE_RULE_STATE = "route_rule"
@@ -53,6 +62,8 @@ class AuthMiddleware:
         self.app = app
         self.rules = rules
         self.sunset_warning_seconds = sunset_warning_days * 86_400
+        for refusal in (ApiKeyMissing, ApiKeyInvalid, ApiKeyRevoked, ApiKeyExpired, InsufficientScope):
+            AUTH_FAILURES.labels(refusal.slug)  # the common causes exported at 0 from the start
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope.get("path", "")
@@ -65,6 +76,7 @@ class AuthMiddleware:
             principal = await self._authenticate(verifier, scope)
             rule = self._authorise(principal, scope)
         except AppError as error:
+            AUTH_FAILURES.labels(error.slug).inc()
             challenge = BEARER_CHALLENGE if error.status == 401 else None
             await app_error_response(scope, error, extra_headers=challenge)(scope, receive, send)
             calls: CallLog | None = getattr(scope["app"].state, CALL_LOG_STATE, None)

@@ -19,9 +19,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from redis.asyncio import Redis
-
 from app.core.errors import AppError
+from app.core.redis import RedisClient
 
 QUOTA_PREFIX = "quota:"
 
@@ -89,7 +88,7 @@ Notify = Callable[[uuid.UUID, int, str], None]  # tenant, quota, threshold ("0.8
 class QuotaLedger:
     def __init__(
         self,
-        redis: Redis,
+        redis: RedisClient,
         *,
         lease_size: int,
         thresholds: Sequence[float],

@@ -26,12 +26,12 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from app.auth.errors import RateLimited
 from app.config import Settings
 from app.core.logging import get_logger
+from app.core.redis import RedisClient
 
 log = get_logger(__name__)
 
@@ -119,7 +119,7 @@ class _Allowance:
 class RateLimiter:
     def __init__(
         self,
-        redis: Redis,
+        redis: RedisClient,
         default_policy: RateLimitPolicy | None,
         *,
         lease_seconds: float,
@@ -265,7 +265,7 @@ def _refusal(policy: RateLimitPolicy, wait_seconds: float) -> RateLimited:
     )
 
 
-def rate_limiter_from_settings(settings: Settings, redis: Redis) -> RateLimiter:
+def rate_limiter_from_settings(settings: Settings, redis: RedisClient) -> RateLimiter:
     """`rate_limit_per_second` = 0: no default budget (tenants with their own are still limited)."""
     default = None
     if settings.rate_limit_per_second > 0:

@@ -16,6 +16,8 @@ class Scope(StrEnum):
     TENANTS_READ = "tenants:read"
     TENANTS_WRITE = "tenants:write"
     SYSTEM_READ = "system:read"
+    ALERTS_READ = "alerts:read"
+    ALERTS_WRITE = "alerts:write"
 
 
 class Role(StrEnum):
@@ -24,8 +26,15 @@ class Role(StrEnum):
     OPERATOR = "operator"
 
 
-_READER = frozenset({Scope.MARKET_READ, Scope.SIGNALS_READ})
-_ADMIN = _READER | {Scope.KEYS_READ, Scope.KEYS_WRITE, Scope.USAGE_READ, Scope.WEBHOOKS_WRITE, Scope.AUDIT_READ}
+_READER = frozenset({Scope.MARKET_READ, Scope.SIGNALS_READ, Scope.ALERTS_READ})
+_ADMIN = _READER | {
+    Scope.KEYS_READ,
+    Scope.KEYS_WRITE,
+    Scope.USAGE_READ,
+    Scope.WEBHOOKS_WRITE,
+    Scope.AUDIT_READ,
+    Scope.ALERTS_WRITE,
+}
 
 ROLE_SCOPES: dict[Role, frozenset[Scope]] = {
     Role.READER: _READER,

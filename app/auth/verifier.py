@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import orjson
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -34,22 +33,29 @@ from app.auth.principal import Principal
 from app.auth.ratelimit import RateLimitPolicy
 from app.auth.scopes import Role, Scope
 from app.core.logging import get_logger
+from app.core.metrics import cache_counters
+from app.core.redis import RedisClient
 from app.core.security import KEY_LENGTH, hash_api_key, is_well_formed
 from app.keys.repository import find_key_by_hash
 
 log = get_logger(__name__)
 MALFORMED = "The API key is malformed or fails its checksum."
+_KEY_CACHE_HIT, _KEY_CACHE_MISS = cache_counters("api_key_local")
+_KEY_REDIS_HIT, _KEY_REDIS_MISS = cache_counters("api_key_redis")
 
 INVALIDATION_CHANNEL = "auth:invalidate"
 GENERATION_TTL_SECONDS = 3600  # longer than any request could hold an observed generation
 
 
+# The braces are a Redis Cluster hash tag: a key's entry and its generation share a slot, as the compare-and-set
+# script and the invalidation script take both. (Renamed from `auth:key:<hash>` for the cluster: cache data, at
+# most `auth_cache_ttl_seconds` old, so an upgrade only costs one database read per key.)
 def cache_key(key_hash: str) -> str:
-    return f"auth:key:{key_hash}"
+    return f"auth:key:{{{key_hash}}}"
 
 
 def generation_key(key_hash: str) -> str:
-    return f"auth:gen:{key_hash}"
+    return f"auth:gen:{{{key_hash}}}"
 
 
 # SET the cache entry only if the generation is still the one observed before the database read.
@@ -57,6 +63,17 @@ _SET_IF_GENERATION = """
 local current = redis.call('GET', KEYS[2])
 if (current or '') ~= ARGV[1] then return 0 end
 redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+return 1
+"""
+
+# KEYS: cache entry, generation (one slot); ARGV: generation TTL, channel, key hash. One key's invalidation is
+# atomic and sent with EVAL, which a pipeline may carry on a Redis Cluster (MULTI across keys of several slots and
+# PUBLISH in a pipeline are refused there); the publish inside reaches every node's subscribers.
+_INVALIDATE = """
+redis.call('INCR', KEYS[2])
+redis.call('EXPIRE', KEYS[2], ARGV[1])
+redis.call('DEL', KEYS[1])
+redis.call('PUBLISH', ARGV[2], ARGV[3])
 return 1
 """
 
@@ -124,7 +141,7 @@ class KeyVerifier:
         self,
         *,
         pepper: str,
-        redis: Redis,
+        redis: RedisClient,
         session_factory: async_sessionmaker[AsyncSession],
         cache_ttl_seconds: float,
         local_cache_size: int,
@@ -160,6 +177,7 @@ class KeyVerifier:
         key_hash = self.hash(raw_key)
         now = self._clock()
         record = self._local_get(key_hash, now)
+        (_KEY_CACHE_HIT if record is not None else _KEY_CACHE_MISS).inc()
         if record is None:
             if not is_well_formed(raw_key):
                 raise ApiKeyInvalid(MALFORMED)
@@ -252,8 +270,10 @@ class KeyVerifier:
             if cached is not None:
                 record = KeyRecord.decode(cached)
                 if now - record.cached_at < self._ttl:
+                    _KEY_REDIS_HIT.inc()
                     self._local_put(key_hash, record, started_epoch)
                     return record
+            _KEY_REDIS_MISS.inc()
         except (RedisError, OSError, TimeoutError):
             redis_ok = False
         record = await self._from_database(key_hash, now, redis_ok)
@@ -343,7 +363,7 @@ def _iso(timestamp: float) -> str:
 class KeyCacheInvalidator:
     """Called after a key change commits: bump the generation, drop the Redis entry, tell every instance."""
 
-    def __init__(self, redis: Redis, verifier: KeyVerifier) -> None:
+    def __init__(self, redis: RedisClient, verifier: KeyVerifier) -> None:
         self._redis = redis
         self._verifier = verifier
 
@@ -357,12 +377,17 @@ class KeyCacheInvalidator:
         if not key_hashes:
             return
         try:
-            async with self._redis.pipeline(transaction=True) as pipe:
+            async with self._redis.pipeline(transaction=False) as pipe:
                 for key_hash in key_hashes:
-                    pipe.incr(generation_key(key_hash))
-                    pipe.expire(generation_key(key_hash), GENERATION_TTL_SECONDS)
-                    pipe.delete(cache_key(key_hash))
-                    pipe.publish(INVALIDATION_CHANNEL, key_hash)
+                    pipe.eval(
+                        _INVALIDATE,
+                        2,
+                        cache_key(key_hash),
+                        generation_key(key_hash),
+                        GENERATION_TTL_SECONDS,
+                        INVALIDATION_CHANNEL,
+                        key_hash,
+                    )
                 await pipe.execute()
         except (RedisError, OSError) as exc:
             # The change is committed; other instances converge when their entries expire (cache TTL).

@@ -17,6 +17,9 @@ class ConsoleSettings(BaseSettings):
     # Sessions (server-side, in Redis): ended after this long without a request, and this long after login at most
     # (the lower bounds are low so tests can watch both expire).
     console_session_idle_seconds: Annotated[int, Field(ge=1, le=86_400)] = 30 * 60
+    # A page view renews the session's last-seen time in Redis only when the stored one is older than this: one
+    # write per minute of activity instead of one per page, at the cost of an idle timeout up to this much early.
+    console_session_renew_seconds: Annotated[int, Field(ge=0, le=3600)] = 60
     console_session_absolute_seconds: Annotated[int, Field(ge=1, le=30 * 86_400)] = 8 * 3600
     console_sessions_max_per_user: Annotated[int, Field(ge=1, le=1000)] = 20  # the oldest ends beyond this
     # The cookie is `__Host-deltaflow_session`, which browsers accept only with Secure. Chromium and Firefox treat

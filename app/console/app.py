@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
-from redis.asyncio import Redis
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -14,6 +13,7 @@ from app.console.passwords import PasswordHasher
 from app.console.sessions import SessionStore
 from app.console.web import STATIC_DIR, CsrfRefused, LoginRequired, ScopeMissing, redirect, render
 from app.core.asgi import append_header
+from app.core.redis import RedisClient
 
 # Static URLs carry a content hash (`static_url`), so a year of caching never serves a stale file.
 _IMMUTABLE = (b"cache-control", b"public, max-age=31536000, immutable")
@@ -41,7 +41,7 @@ def install_console(app: FastAPI) -> None:
     app.add_exception_handler(ScopeMissing, _scope_missing)
 
 
-def start_console(app: FastAPI, settings: Settings, redis: Redis) -> None:
+def start_console(app: FastAPI, settings: Settings, redis: RedisClient) -> None:
     """Lifespan: the session store and the password hasher (its argon2 context is built once)."""
     app.state.console_sessions = SessionStore(redis, settings)
     app.state.password_hasher = PasswordHasher(settings)

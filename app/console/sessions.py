@@ -10,6 +10,12 @@ Redis layout (every key bounded by a TTL):
 
 Ids are 256 random bits (base64url); the cookie holds the id, the browser never sees the hash. Each session holds
 its own CSRF secret (a synchronizer token: forms carry it in a hidden field, htmx in a header).
+
+Redis Cluster: a session is found by its cookie alone, so its key cannot carry its user's hash tag, and a session
+and its user's index live in different slots. No transaction spans both; instead the order of writes keeps the one
+invariant that matters — a live session is always in its user's index, so "sign out everywhere" finds it: create
+writes the index entry before the session, destroy deletes the sessions before their index entries. An interrupted
+step leaves only an index entry without a session, which the next read prunes. The same code runs on one server.
 """
 
 from __future__ import annotations
@@ -19,14 +25,17 @@ import secrets
 import time
 import uuid
 from dataclasses import asdict, dataclass
+from typing import cast
 
 import orjson
-from redis.asyncio import Redis
 
 from app.config import Settings
+from app.core.redis import RedisClient
 
 SESSION_PREFIX = "console:session:"
 USER_SESSIONS_PREFIX = "console:user-sessions:"
+# An index entry younger than this whose session is missing is a sign-in still writing it, not a stale entry.
+_CREATE_GRACE_SECONDS = 30.0
 
 
 def _hash(session_id: str) -> str:
@@ -58,7 +67,7 @@ class ConsoleSession:
 
 
 class SessionStore:
-    def __init__(self, redis: Redis, settings: Settings) -> None:
+    def __init__(self, redis: RedisClient, settings: Settings) -> None:
         self.redis = redis
         self.settings = settings
 
@@ -73,19 +82,23 @@ class SessionStore:
             csrf=secrets.token_urlsafe(32), created=now, last_seen=now, address=address, user_agent=user_agent[:200],
         )  # fmt: skip
         index = USER_SESSIONS_PREFIX + session.user_id
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.set(SESSION_PREFIX + session.id_hash, orjson.dumps(asdict(session)), ex=self._ttl(session, now))
+        async with self.redis.pipeline(transaction=True) as pipe:  # one key: one slot
             pipe.zadd(index, {session.id_hash: int(now * 1000)})
             pipe.expire(index, self.settings.console_session_absolute_seconds)
             pipe.zrange(index, 0, -1)
             *_, members = await pipe.execute()
+        # Only once the index holds it (see the module docstring).
+        await self.redis.set(
+            SESSION_PREFIX + session.id_hash, orjson.dumps(asdict(session)), ex=self._ttl(session, now)
+        )
         excess = len(members) - self.settings.console_sessions_max_per_user
         if excess > 0:  # the oldest sessions end
             await self._destroy_hashes(session.user_id, [_text(m) for m in members[:excess]])
         return session_id, session
 
     async def load(self, session_id: str) -> ConsoleSession | None:
-        """The live session for a cookie value, its last-seen time renewed; None when unknown or expired."""
+        """The live session for a cookie value, its last-seen time renewed (at most once per
+        DELTAFLOW_CONSOLE_SESSION_RENEW_SECONDS); None when unknown or expired."""
         if not session_id or len(session_id) > 128:
             return None
         id_hash = _hash(session_id)
@@ -97,6 +110,8 @@ class SessionStore:
         if session.expired(self.settings, now):
             await self._destroy_hashes(session.user_id, [id_hash])
             return None
+        if now - session.last_seen < self.settings.console_session_renew_seconds:
+            return session
         renewed = ConsoleSession(**{**asdict(session), "last_seen": now})
         await self.redis.set(SESSION_PREFIX + id_hash, orjson.dumps(asdict(renewed)), ex=self._ttl(renewed, now))
         return renewed
@@ -107,19 +122,28 @@ class SessionStore:
     async def list_for_user(self, user_id: uuid.UUID) -> list[ConsoleSession]:
         """The user's live sessions, newest first (expired index entries pruned on the way)."""
         index = USER_SESSIONS_PREFIX + str(user_id)
-        hashes = [_text(member) for member in await self.redis.zrevrange(index, 0, -1)]
-        if not hashes:
+        ranked = cast(list[tuple[bytes, float]], await self.redis.zrevrange(index, 0, -1, withscores=True))
+        entries = [(_text(member), float(created_ms)) for member, created_ms in ranked]
+        if not entries:
             return []
-        raws = await self.redis.mget([SESSION_PREFIX + h for h in hashes])
+        hashes = [id_hash for id_hash, _ in entries]
+        # One GET per session in one pipeline, not MGET: the sessions lie in many slots (on a cluster the pipeline
+        # sends each node its share at once).
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for id_hash in hashes:
+                pipe.get(SESSION_PREFIX + id_hash)
+            raws = await pipe.execute()
         now = time.time()
         live: list[ConsoleSession] = []
         gone: list[str] = []
-        for id_hash, raw in zip(hashes, raws, strict=True):
+        for (id_hash, created_ms), raw in zip(entries, raws, strict=True):
             session = None if raw is None else ConsoleSession(**orjson.loads(raw))
-            if session is None or session.expired(self.settings, now):
-                gone.append(id_hash)
-            else:
+            if session is not None and not session.expired(self.settings, now):
                 live.append(session)
+            elif session is not None or now - created_ms / 1000 > _CREATE_GRACE_SECONDS:
+                gone.append(id_hash)
+            # else: a sign-in between its two writes (index, then session); pruning it now would leave its session
+            # outside the index once written.
         if gone:
             await self._destroy_hashes(str(user_id), gone)
         return live
@@ -142,10 +166,9 @@ class SessionStore:
         return len(doomed)
 
     async def _destroy_hashes(self, user_id: str, hashes: list[str]) -> None:
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.delete(*(SESSION_PREFIX + h for h in hashes))
-            pipe.zrem(USER_SESSIONS_PREFIX + user_id, *hashes)
-            await pipe.execute()
+        # The sessions, then their index entries (see the module docstring). A cluster client splits the DEL by slot.
+        await self.redis.delete(*(SESSION_PREFIX + h for h in hashes))
+        await self.redis.zrem(USER_SESSIONS_PREFIX + user_id, *hashes)
 
     def _ttl(self, session: ConsoleSession, now: float) -> int:
         remaining = min(

@@ -7,15 +7,14 @@ attempt of the window (a fixed window: simple, and an attacker gains at most one
 
 from __future__ import annotations
 
-from redis.asyncio import Redis
-
 from app.config import Settings
+from app.core.redis import RedisClient
 
 ATTEMPTS_PREFIX = "console:login-attempts:"
 
 
 class AddressThrottle:
-    def __init__(self, redis: Redis, settings: Settings) -> None:
+    def __init__(self, redis: RedisClient, settings: Settings) -> None:
         self.redis = redis
         self.limit = settings.console_login_max_attempts_per_address
         self.window = settings.console_login_failure_window_seconds

@@ -120,6 +120,8 @@ def sqlstate_of(error: DBAPIError) -> str | None:
 
 async def _dbapi_error_handler(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, DBAPIError)  # noqa: S101 - registered for DBAPIError only
-    if exc.connection_invalidated or sqlstate_of(exc) in _RETRYABLE_SQLSTATES:
+    # No statement: the server refused a new connection (starting up or shutting down, the database closed to
+    # connections, too many clients): asyncpg raises that as a server error, not as a lost connection.
+    if exc.connection_invalidated or exc.statement is None or sqlstate_of(exc) in _RETRYABLE_SQLSTATES:
         return await _unavailable_handler(request, exc)
     raise exc  # a genuine server fault: the generic 500 handler logs it with the request id

@@ -8,12 +8,12 @@ from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import Depends, Request
-from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from app.config import Settings
 from app.core.db import session_scope
 from app.core.lifecycle import Lifecycle
+from app.core.redis import RedisClient
 
 
 async def get_settings_dep(request: Request) -> Settings:
@@ -26,8 +26,9 @@ async def get_engine(request: Request) -> AsyncEngine:
     return engine
 
 
-async def get_redis(request: Request) -> Redis:
-    redis: Redis = request.app.state.redis
+async def get_redis(request: Request) -> RedisClient:
+    # In cluster mode this is a RedisCluster (app.core.redis.RedisClient: the same command API).
+    redis: RedisClient = request.app.state.redis
     return redis
 
 
@@ -51,6 +52,6 @@ _DB_SESSION = Depends(get_db_session, scope="function")
 
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 EngineDep = Annotated[AsyncEngine, Depends(get_engine)]
-RedisDep = Annotated[Redis, Depends(get_redis)]
+RedisDep = Annotated[RedisClient, Depends(get_redis)]
 LifecycleDep = Annotated[Lifecycle, Depends(get_lifecycle)]
 DbSession = Annotated[AsyncSession, _DB_SESSION]

@@ -212,15 +212,47 @@ def json_pointer(path: Sequence[str | int]) -> str:
     return "#/" + "/".join(escaped) if path else "#"
 
 
-def validation_errors(errors: Sequence[Any]) -> list[dict[str, Any]]:
-    """FastAPI/pydantic error list → problem `errors`: a pointer into the body, or the parameter/header name."""
+_NO_BODY = object()
+
+
+def _body_path(path: Sequence[str | int], body: Any) -> tuple[str | int, ...]:
+    """Pydantic's location with the union tags it inserts left out (`destination/url/url`: one `url` names the
+    tagged member, the other the member of the body), by walking the body: the first reading in which every kept
+    segment is a member of the body (the last may name a missing one) and every left-out one is a tag."""
+    if body is _NO_BODY:
+        return tuple(path)
+    found = _walk(tuple(path), body)
+    return found if found is not None else tuple(path)
+
+
+def _walk(path: tuple[str | int, ...], node: Any) -> tuple[str | int, ...] | None:
+    if not path:
+        return ()
+    segment, rest = path[0], path[1:]
+    in_dict = isinstance(node, dict) and segment in node
+    in_list = isinstance(node, list) and isinstance(segment, int) and 0 <= segment < len(node)
+    child: Any = node[segment] if in_dict or in_list else _NO_BODY
+    if child is not _NO_BODY:
+        stepped = _walk(rest, child)
+        if stepped is not None:
+            return (segment, *stepped)
+    elif not rest and isinstance(node, dict):
+        return (segment,)  # a missing member
+    if rest and isinstance(segment, str) and isinstance(node, dict | list):
+        return _walk(rest, node)  # a tag: pydantic went on inside the same value
+    return None
+
+
+def validation_errors(errors: Sequence[Any], body: Any = _NO_BODY) -> list[dict[str, Any]]:
+    """FastAPI/pydantic error list → problem `errors`: a pointer into the body, or the parameter/header name.
+    Given the parsed body, pointers name members of it (union tags left out)."""
     rendered: list[dict[str, Any]] = []
     for error in errors:
         location = tuple(error.get("loc", ()))
         source, path = (location[0], location[1:]) if location else ("body", ())
         entry: dict[str, Any] = {"detail": str(error.get("msg", "invalid value")), "code": error.get("type")}
         if source == "body":
-            entry["pointer"] = json_pointer(path)
+            entry["pointer"] = json_pointer(_body_path(path, body))
         elif source in {"query", "path", "header", "cookie"}:
             entry[{"query": "parameter", "path": "parameter", "header": "header", "cookie": "cookie"}[source]] = (
                 ".".join(str(part) for part in path)
@@ -278,7 +310,7 @@ async def _validation_error_handler(request: Request, exc: Exception) -> Respons
         message = next(str(e.get("ctx", {}).get("error", "")) for e in errors if e.get("type") == "json_invalid")
         detail = f"The body is not valid JSON: {message}" if message else "The body is not valid JSON."
         return problem_response(request.scope, problem=malformed, detail=detail)
-    rendered = validation_errors(errors)
+    rendered = validation_errors(errors, exc.body)
     count = len(rendered)
     detail = f"{count} invalid field{'s' if count != 1 else ''}: " + "; ".join(
         f"{e.get('pointer') or e.get('parameter') or e.get('header') or e.get('cookie')}: {e['detail']}"

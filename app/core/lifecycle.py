@@ -8,6 +8,7 @@ requests finish (bounded by `shutdown_timeout_seconds`), and the process exits 0
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 from collections.abc import Callable
 from types import FrameType
@@ -81,24 +82,36 @@ def install_drain_signal(lifecycle: Lifecycle, signum: int) -> None:
     signal.signal(signum, on_signal)
 
 
-def sigterm_drains_worker(lifecycle: Lifecycle) -> Callable[[], None]:
+def sigterm_drains_worker(lifecycle: Lifecycle, stop_after_seconds: float) -> Callable[[], None]:
     """In a granian worker: SIGTERM sent to the worker itself only starts the drain. Returns an uninstaller.
 
     A signal to the whole process group (systemd's default KillMode, ``kill -- -PGID``, ``timeout``) reaches the
     workers as well as the supervisor; granian's own handler would stop a worker at once, before the load balancer
     has seen `/readyz` turn 503. The supervisor stops its workers with SIGINT after the drain (see
     :mod:`app.core.serving`), which granian's handler still honours. Must run inside the worker's event loop after
-    granian installed its handlers (the lifespan does): this replaces granian's SIGTERM handler on that loop."""
+    granian installed its handlers (the lifespan does): this replaces granian's SIGTERM handler on that loop.
+
+    A worker that alone got SIGTERM (its supervisor did not, so no SIGINT will come) stops on its own once
+    `stop_after_seconds` (drain + shutdown timeout) have passed: it sends itself SIGINT, granian's graceful stop.
+    When the supervisor did get the signal too, its SIGINT arrives after the drain, well before that."""
     loop = asyncio.get_running_loop()
+    timer: list[asyncio.TimerHandle] = []
+
+    def stop_self() -> None:
+        log.warning("shutdown.lone_sigterm_stop", waited_seconds=stop_after_seconds)
+        os.kill(os.getpid(), signal.SIGINT)
 
     def on_sigterm() -> None:
         if not lifecycle.draining:
             lifecycle.begin_drain()
             log.info("shutdown.drain_started", signal="SIGTERM")
+            timer.append(loop.call_later(stop_after_seconds, stop_self))
 
     loop.add_signal_handler(signal.SIGTERM, on_sigterm)
 
     def uninstall() -> None:
         loop.remove_signal_handler(signal.SIGTERM)
+        for handle in timer:
+            handle.cancel()
 
     return uninstall

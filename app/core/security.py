@@ -64,12 +64,6 @@ def last_four(key: str) -> str:
     return key[-4:]
 
 
-def derive_secret(pepper: str, purpose: str) -> str:
-    """A per-purpose secret derived from the pepper (e.g. a tenant's webhook signing secret): never stored."""
-    return "whsec_" + hmac.new(pepper.encode(), purpose.encode(), hashlib.sha256).hexdigest()
-
-
-def sign_webhook(secret: str, timestamp: int, body: bytes) -> str:
-    """`t=<unix>,v1=<hex HMAC-SHA256(secret, "<t>." + body)>`: binds the signature to the time (replay window)."""
-    mac = hmac.new(secret.encode(), str(timestamp).encode() + b"." + body, hashlib.sha256).hexdigest()
-    return f"t={timestamp},v1={mac}"
+def derive_key(pepper: str, purpose: str) -> bytes:
+    """A per-purpose key derived from the pepper (e.g. a tenant's webhook signing key): never stored."""
+    return hmac.new(pepper.encode(), purpose.encode(), hashlib.sha256).digest()

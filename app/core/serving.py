@@ -49,6 +49,22 @@ def serve(settings: Settings, host: str | None, port: int | None, workers: int |
     host = host or settings.host
     port = settings.port if port is None else port
     workers = workers or settings.workers
+    if settings.metrics_port is None:
+        return _serve(settings, host, port, workers)
+    # Metrics: the workers write to a per-start directory, this process serves their sum on its own port.
+    from app.core.metrics_server import prepare_multiprocess_dir, remove_multiprocess_dir, start_listener
+
+    metrics_dir, temporary = prepare_multiprocess_dir(settings)
+    listener = start_listener(settings, metrics_dir)
+    try:
+        return _serve(settings, host, port, workers)
+    finally:
+        if listener is not None:
+            listener.close()
+        remove_multiprocess_dir(metrics_dir, temporary)
+
+
+def _serve(settings: Settings, host: str, port: int, workers: int) -> int:
     if settings.server is ServerKind.UVICORN:
         return _serve_uvicorn(settings, host, port, workers)
     return _serve_granian(settings, host, port, workers)
@@ -179,4 +195,38 @@ def die_with_supervisor() -> bool:
         return False
     if str(os.getppid()) != supervisor:
         os._exit(0)  # orphaned before it served anything: nothing to drain or clean up
+    return True
+
+
+def granian_stops_on_first_signal() -> bool:
+    """In a granian worker: take the first SIGINT/SIGTERM as the stop and ignore repeats. Returns whether installed.
+
+    granian (2.8) stops a worker with a one-slot channel whose send blocks while the slot is full, from the loop's
+    signal handler: a second stop signal before the server took the first (both a process group's signal and the
+    supervisor's relay, while the worker is busy) blocks the event loop forever, and the server never exits
+    (reproduced with a bare ASGI app). Runs while the worker loads the app, before granian installs its handlers:
+    it wraps the installer granian imports at that moment, so granian's own stop still happens, once."""
+    try:
+        from granian import _signals
+    except ImportError:  # pragma: no cover - granian is a dependency; uvicorn-only setups may leave it out
+        return False
+    install = _signals.set_loop_signals
+    if getattr(install, "deltaflow_once", False):
+        return True
+
+    def set_loop_signals_once(loop: Any) -> Any:
+        event = install(loop)  # type: ignore[no-untyped-call]
+        fired = threading.Event()
+
+        def stop_once(signum: int, frame: object) -> None:
+            if not fired.is_set():
+                fired.set()
+                event.set()
+
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop_once, signum, None)
+        return event
+
+    set_loop_signals_once.deltaflow_once = True  # type: ignore[attr-defined]
+    _signals.set_loop_signals = set_loop_signals_once
     return True

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from app.core.deps import EngineDep, LifecycleDep, RedisDep, SettingsDep
 from app.core.errors import AppError
+from app.core.metrics import READY
 from app.core.schemas import problem_responses
 from app.health.service import readiness
 
@@ -87,6 +88,7 @@ async def healthz() -> Liveness:
 )
 async def readyz(settings: SettingsDep, lifecycle: LifecycleDep, engine: EngineDep, redis: RedisDep) -> Readiness:
     if lifecycle.draining:
+        READY.set(0)
         raise NotReady("Draining for shutdown.", extensions={"checks": []}, headers={"retry-after": "5"})
     results = await readiness(engine, redis, settings.readiness_check_timeout_seconds)
     checks = [
@@ -94,6 +96,7 @@ async def readyz(settings: SettingsDep, lifecycle: LifecycleDep, engine: EngineD
         for r in results
     ]
     failed_required = [c for c in checks if c.required and c.status == "fail"]
+    READY.set(0 if failed_required else 1)
     if failed_required:
         raise NotReady(
             "; ".join(f"{c.name}: {c.detail}" for c in failed_required),

@@ -12,11 +12,11 @@ import time
 from dataclasses import dataclass
 from typing import Literal
 
-from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.core.db import current_revision
 from app.core.migrations import code_head, schema_state
+from app.core.redis import RedisClient
 
 CheckStatus = Literal["ok", "fail"]
 
@@ -38,7 +38,7 @@ async def check_database(engine: AsyncEngine) -> str:
     raise RuntimeError(f"schema {state}: database at {revision or 'no revision'}, code expects {code_head()}")
 
 
-async def check_redis(redis: Redis) -> str:
+async def check_redis(redis: RedisClient) -> str:
     await redis.ping()
     return "ping ok"
 
@@ -63,7 +63,7 @@ def _describe(exc: Exception) -> str:
     return f"{type(exc).__name__}: {message}"[:300]
 
 
-async def readiness(engine: AsyncEngine, redis: Redis, limit_seconds: float) -> list[CheckResult]:
+async def readiness(engine: AsyncEngine, redis: RedisClient, limit_seconds: float) -> list[CheckResult]:
     database = asyncio.create_task(check_database(engine))
     cache = asyncio.create_task(check_redis(redis))
     return list(

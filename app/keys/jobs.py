@@ -12,7 +12,6 @@ import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
-from redis.asyncio import Redis
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -21,6 +20,7 @@ from app.audit import repository as audit
 from app.auth.verifier import INVALIDATION_CHANNEL, KeyVerifier
 from app.config import Settings
 from app.core.logging import get_logger
+from app.core.redis import RedisClient
 from app.keys import repository
 from app.models import ApiKey, KeyExpiryNotice
 from app.tenants import repository as tenants
@@ -47,7 +47,7 @@ async def run_forever(name: str, interval: float, step: Callable[[], Awaitable[o
 
 
 async def listen_for_invalidations(
-    redis: Redis, verifier: KeyVerifier, stop: asyncio.Event, retry_seconds: float = 1.0
+    redis: RedisClient, verifier: KeyVerifier, stop: asyncio.Event, retry_seconds: float = 1.0
 ) -> None:
     """Drop in-process cache entries as other instances revoke or rotate keys, until `stop` is set.
 

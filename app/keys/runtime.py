@@ -7,18 +7,18 @@ import contextlib
 from collections.abc import Awaitable, Callable
 
 from fastapi import FastAPI
-from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.auth.verifier import KeyCacheInvalidator, KeyVerifier
 from app.config import Settings
+from app.core.redis import RedisClient
 from app.keys.jobs import ExpiryNotices, flush_last_used, listen_for_invalidations, run_forever
 from app.tenants.egress import webhook_client
-from app.tenants.webhooks import WebhookDeliverer
+from app.webhooks.deliverer import WebhookDeliverer
 
 
 async def start_key_services(
-    app: FastAPI, settings: Settings, redis: Redis, sessions: async_sessionmaker[AsyncSession]
+    app: FastAPI, settings: Settings, redis: RedisClient, sessions: async_sessionmaker[AsyncSession]
 ) -> Callable[[], Awaitable[None]]:
     """Returns the matching shutdown coroutine."""
     verifier = KeyVerifier(

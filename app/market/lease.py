@@ -21,9 +21,9 @@ import time
 import uuid
 from collections.abc import Callable, Coroutine
 
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from app.core.redis import RedisClient
 from app.market.tasks import cancel_and_wait, cancelling
 
 logger = logging.getLogger(__name__)
@@ -44,7 +44,7 @@ def owner_token() -> str:
 
 
 class Lease:
-    def __init__(self, redis: Redis, key: str, ttl_ms: int, token: str | None = None) -> None:
+    def __init__(self, redis: RedisClient, key: str, ttl_ms: int, token: str | None = None) -> None:
         if ttl_ms < 100:
             raise ValueError("lease ttl must be at least 100 ms")
         self.redis = redis

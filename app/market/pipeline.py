@@ -38,9 +38,9 @@ from collections import deque
 from collections.abc import Callable, Collection, Mapping
 from typing import TypeVar
 
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from app.core.redis import RedisClient
 from app.market.aggregation import TIMEFRAMES, Bar, BarAggregator
 from app.market.coalesce import Coalescer
 from app.market.events import BookSnapshot, BookUpdate, Liquidation, MarketEvent, Trade, TradeGroup
@@ -73,7 +73,7 @@ class Pipeline:
 
     def __init__(
         self,
-        redis: Redis,
+        redis: RedisClient,
         feeds: Collection[tuple[str, str]],
         *,
         limits: PipelineLimits | None = None,

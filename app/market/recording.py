@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import IO, Any, Final
 
 import orjson
-from redis.asyncio import Redis
 
 from app.config import Settings
+from app.core.redis import RedisClient
 from app.market.events import BookSnapshot, BookUpdate, Kline, Liquidation, MarketEvent, Trade
 from app.market.feeds import Feed, parse_feeds
 from app.market.pipeline import Pipeline
@@ -100,7 +100,7 @@ def read_recording(path: Path) -> tuple[list[Feed], Iterator[MarketEvent]]:
     return feeds, events()
 
 
-async def replay(path: Path, redis: Redis, settings: Settings, *, speed: float = 1.0) -> int:
+async def replay(path: Path, redis: RedisClient, settings: Settings, *, speed: float = 1.0) -> int:
     """Feed a recording through the pipeline into Redis; ``speed`` times real time (0 = as fast as possible).
 
     Bars close by the recorded events' own times (no wall clock), so a fast replay builds the same bars.

@@ -23,13 +23,14 @@ from collections import deque
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from app.config import Settings
+from app.core.redis import RedisClient
 from app.market.aggregation import TIMEFRAMES, Bar
 from app.market.backfill import MAX_LIMIT, BackfillError, KlineBackfill
 from app.market.events import Venue
+from app.market.feed_metrics import FeedMetrics
 from app.market.feeds import Feed, parse_feeds
 from app.market.keys import FeedKeys
 from app.market.lease import Lease, LeaseKeeper
@@ -99,7 +100,7 @@ class FeedIngestor:
     def __init__(
         self,
         settings: Settings,
-        redis: Redis,
+        redis: RedisClient,
         venue: Venue,
         symbol: str,
         shared: Shared,
@@ -119,6 +120,7 @@ class FeedIngestor:
         self.pipeline: Pipeline | None = None
         self.source: Source | None = None
         self.backfill = BackfillStatus()
+        self.metrics = FeedMetrics(venue, symbol)
         self._session_start: int | None = None  # exchange time of the stream's first bar event
         self._backfilled_to: dict[str, int] = {}  # timeframe → the first window the backfill did not take as final
 
@@ -134,6 +136,7 @@ class FeedIngestor:
         )
         clock = self.venue_clock
         self._session_start, self._backfilled_to = None, {}
+        self.metrics.new_session()
         pipeline = Pipeline(
             self.redis,
             [(self.venue, self.symbol)],
@@ -317,6 +320,7 @@ class FeedIngestor:
         status = self.status()
         if stopped:
             status |= {"connected": False, "state": "stopped"}
+        self.metrics.observe(status, stopped=stopped)
         now = wall_clock_ms()
         status["updated_ms"] = now
         async with self.redis.pipeline(transaction=False) as pipe:
@@ -353,7 +357,7 @@ class IngestionHandle:
         await self._shared.http.aclose()
 
 
-def start_ingestion(settings: Settings, redis: Redis, *, clock: MarketClock = wall_clock_ms) -> IngestionHandle:
+def start_ingestion(settings: Settings, redis: RedisClient, *, clock: MarketClock = wall_clock_ms) -> IngestionHandle:
     """Start a lease keeper per configured feed (needs a running event loop); raises FeedConfigError.
 
     ``clock`` is the market's time (the wall clock; tests run a fast virtual market on both sides of the socket).

@@ -17,9 +17,8 @@ from dataclasses import dataclass, field
 from typing import Any, NotRequired, TypedDict
 
 import orjson
-from redis.asyncio import Redis
-from redis.asyncio.client import Pipeline
 
+from app.core.redis import RedisClient, RedisPipeline
 from app.market.aggregation import Bar
 from app.market.book import TopOfBook
 from app.market.events import Liquidation
@@ -125,7 +124,7 @@ class FeedWriter:
         self.keys = FeedKeys(venue, symbol)
         self.limits = limits
 
-    def close_bar(self, pipe: Pipeline, bar: Bar, *, with_detail: bool = True, partial: bool = False) -> None:
+    def close_bar(self, pipe: RedisPipeline, bar: Bar, *, with_detail: bool = True, partial: bool = False) -> None:
         """Store a closed bar unless one with its open time exists (immutability); ``partial`` flags it."""
         tf = bar.timeframe
         keys = self.keys
@@ -146,7 +145,7 @@ class FeedWriter:
             tf,
         )
 
-    def set_forming(self, pipe: Pipeline, timeframe: str, bar: Bar | None) -> None:
+    def set_forming(self, pipe: RedisPipeline, timeframe: str, bar: Bar | None) -> None:
         keys = self.keys
         if bar is None:
             pipe.delete(keys.forming[timeframe], keys.forming_detail[timeframe])
@@ -162,7 +161,7 @@ class FeedWriter:
         }
         pipe.set(keys.forming_detail[timeframe], orjson.dumps(detail), px=ttl)
 
-    def set_book(self, pipe: Pipeline, top: TopOfBook, last_update_id: int, ts: int) -> None:
+    def set_book(self, pipe: RedisPipeline, top: TopOfBook, last_update_id: int, ts: int) -> None:
         body = {
             "bids": top.bids,
             "asks": top.asks,
@@ -171,7 +170,7 @@ class FeedWriter:
         }
         pipe.set(self.keys.book, orjson.dumps(body), px=self.limits.book_ttl_ms)
 
-    def add_liquidation(self, pipe: Pipeline, liq: Liquidation) -> None:
+    def add_liquidation(self, pipe: RedisPipeline, liq: Liquidation) -> None:
         fields: dict[
             bytes | bytearray | memoryview | str | int | float, bytes | bytearray | memoryview | str | int | float
         ] = {
@@ -183,7 +182,7 @@ class FeedWriter:
         }
         pipe.xadd(self.keys.liquidations, fields, maxlen=self.limits.liquidation_stream_len, approximate=True)
 
-    def set_status(self, pipe: Pipeline, status: dict[str, Any], now_ms: int) -> None:
+    def set_status(self, pipe: RedisPipeline, status: dict[str, Any], now_ms: int) -> None:
         ttl = self.limits.status_ttl_ms
         pipe.set(self.keys.status, orjson.dumps(status), px=ttl)
         # The registry lists live feeds: entries older than the status TTL are pruned on every write, and the
@@ -205,7 +204,7 @@ def _check(venue: str, symbol: str, timeframe: str | None, limit: int, max_limit
 
 
 async def _closed_and_forming(
-    redis: Redis, closed_key: str, forming_key: str, limit: int
+    redis: RedisClient, closed_key: str, forming_key: str, limit: int
 ) -> tuple[list[bytes], bytes | None]:
     async with redis.pipeline(transaction=False) as pipe:
         pipe.zrange(closed_key, -limit, -1)
@@ -220,7 +219,7 @@ def _latest_t(member: bytes) -> int:
 
 
 async def read_candles_json(
-    redis: Redis, venue: str, symbol: str, timeframe: str, limit: int, *, max_limit: int = 5000
+    redis: RedisClient, venue: str, symbol: str, timeframe: str, limit: int, *, max_limit: int = 5000
 ) -> bytes:
     """The newest ``limit`` bars as a pre-encoded JSON array, oldest first, the forming bar (if any) last.
 
@@ -237,7 +236,7 @@ async def read_candles_json(
 
 
 async def read_candles(
-    redis: Redis, venue: str, symbol: str, timeframe: str, limit: int, *, max_limit: int = 5000
+    redis: RedisClient, venue: str, symbol: str, timeframe: str, limit: int, *, max_limit: int = 5000
 ) -> list[Candle]:
     """The newest ``limit`` candles, oldest first: closed bars, then the forming one (``closed: false``)."""
     candles: list[Candle] = orjson.loads(
@@ -247,7 +246,7 @@ async def read_candles(
 
 
 async def read_footprints(
-    redis: Redis, venue: str, symbol: str, timeframe: str, limit: int, *, max_limit: int = 5000
+    redis: RedisClient, venue: str, symbol: str, timeframe: str, limit: int, *, max_limit: int = 5000
 ) -> list[dict[str, Any]]:
     """Footprints ``{t, tick, levels: [[price, bid_volume, ask_volume], …]}`` oldest first, forming last."""
     _check(venue, symbol, timeframe, limit, max_limit)
@@ -264,7 +263,7 @@ async def read_footprints(
 
 
 async def read_liquidations(
-    redis: Redis, venue: str, symbol: str, timeframe: str, limit: int, *, max_limit: int = 5000
+    redis: RedisClient, venue: str, symbol: str, timeframe: str, limit: int, *, max_limit: int = 5000
 ) -> list[dict[str, Any]]:
     """Per-bar liquidated quantities ``{t, long, short}`` (bars with any), oldest first, forming last."""
     _check(venue, symbol, timeframe, limit, max_limit)
@@ -281,7 +280,7 @@ async def read_liquidations(
 
 
 async def read_orderbook(
-    redis: Redis, venue: str, symbol: str, depth: int, *, max_depth: int = 50
+    redis: RedisClient, venue: str, symbol: str, depth: int, *, max_depth: int = 50
 ) -> dict[str, Any] | None:
     """``{bids, asks, last_update_id, ts}`` with ``depth`` levels per side, best first; None if no fresh book."""
     _check(venue, symbol, None, depth, max_depth)
@@ -294,7 +293,7 @@ async def read_orderbook(
     return book
 
 
-async def list_feeds(redis: Redis, *, status_ttl_ms: int = 30_000, now_ms: int | None = None) -> list[str]:
+async def list_feeds(redis: RedisClient, *, status_ttl_ms: int = 30_000, now_ms: int | None = None) -> list[str]:
     """``venue:symbol`` of every feed whose ingestor wrote a status within the status TTL, sorted."""
     now = int(time.time() * 1000) if now_ms is None else now_ms
     members = await redis.zrangebyscore(FEEDS_KEY, now - status_ttl_ms, "+inf")
@@ -302,7 +301,7 @@ async def list_feeds(redis: Redis, *, status_ttl_ms: int = 30_000, now_ms: int |
 
 
 async def read_feed_status(
-    redis: Redis,
+    redis: RedisClient,
     expected: Sequence[tuple[str, str]] = (),
     *,
     status_ttl_ms: int = 30_000,

@@ -23,6 +23,8 @@ class Base(DeclarativeBase):
 
 
 # Imported after Base exists so every table registers on the metadata (alembic autogenerate sees them all).
+from app.models.alert_event import AlertEvent  # noqa: E402
+from app.models.alert_rule import AlertRule  # noqa: E402
 from app.models.api_call import ApiCall  # noqa: E402
 from app.models.api_key import ApiKey, KeyExpiryNotice  # noqa: E402
 from app.models.audit_event import AuditEvent  # noqa: E402
@@ -33,6 +35,8 @@ from app.models.webhook import WebhookDelivery, WebhookEndpoint  # noqa: E402
 
 __all__ = [
     "NAMING_CONVENTION",
+    "AlertEvent",
+    "AlertRule",
     "ApiCall",
     "ApiKey",
     "AuditEvent",

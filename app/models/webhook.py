@@ -23,13 +23,25 @@ class WebhookEndpoint(Base):
     url: Mapped[str] = mapped_column(String(WEBHOOK_URL_MAX_LENGTH))
     secret_version: Mapped[int] = mapped_column(Integer, default=1)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    # Delivery health: the first failure of the current run of failures (cleared by a success), and when the
+    # endpoint was disabled (a 410, or failing for `webhook_disable_after_days`); PUT /v1/webhook re-enables it.
+    failing_since: Mapped[datetime | None] = mapped_column(UtcDateTime, default=None)
+    disabled_at: Mapped[datetime | None] = mapped_column(UtcDateTime, default=None)
 
 
 class WebhookDelivery(Base):
-    """An outgoing webhook and its delivery attempts (retried with backoff by a background job)."""
+    """An outgoing webhook (the outbox row, written in the transaction that made the event) and its delivery
+    attempts. `message_id` is the Standard Webhooks `webhook-id`, the same on every attempt and redelivery (the
+    receiver's idempotency key). `url` is set for an alert rule's own destination; null means the tenant's endpoint
+    as it is when the attempt is made. `alert_event_id` links an alert's delivery to its event."""
 
     __tablename__ = "webhook_deliveries"
-    __table_args__ = (Index("ix_webhook_deliveries_status_next_attempt_at", "status", "next_attempt_at"),)
+    __table_args__ = (
+        Index("ix_webhook_deliveries_status_next_attempt_at", "status", "next_attempt_at"),
+        # Recover (`POST /v1/webhook/recover?since=`) reads a tenant's failed deliveries since a time.
+        Index("ix_webhook_deliveries_tenant_id_created_at", "tenant_id", "created_at"),
+        Index("ix_webhook_deliveries_alert_event_id", "alert_event_id"),
+    )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
     tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
@@ -43,3 +55,8 @@ class WebhookDelivery(Base):
     last_error: Mapped[str | None] = mapped_column(Text, default=None)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     delivered_at: Mapped[datetime | None] = mapped_column(UtcDateTime, default=None)
+    message_id: Mapped[str] = mapped_column(String(64), default=lambda: f"msg_{uuid.uuid4().hex}")
+    url: Mapped[str | None] = mapped_column(String(WEBHOOK_URL_MAX_LENGTH), default=None)
+    alert_event_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("alert_events.id", ondelete="CASCADE"), default=None
+    )

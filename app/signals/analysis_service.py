@@ -80,7 +80,9 @@ class AnalysisService:
             # The forming bar changes with every trade: such documents are never cached.
             document, hit = await self._compute(spec), False
         else:
-            document, hit = await self.signals.cached(cache_key(spec, last_closed), lambda: self._compute(spec))
+            document, hit = await self.signals.cached(
+                cache_key(spec, last_closed), lambda: self._compute(spec), kind="analysis"
+            )
         if document is None:
             raise await market_unavailable(self.redis, venue, symbol)
         return SignalOutcome(document, hit, etag_of(document))

@@ -28,10 +28,10 @@ from contextlib import suppress
 from typing import Any
 
 import orjson
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from app.core.logging import get_logger
+from app.core.redis import RedisClient
 from app.market.keys import PREFIX, FeedKeys
 from app.market.store import list_feeds
 from app.market.tasks import cancel_and_wait
@@ -55,7 +55,7 @@ def parse_bar_close(channel: str, data: str) -> tuple[FeedTimeframe, int] | None
 
 
 class SignalMemo:
-    def __init__(self, redis: Redis, *, ttl_seconds: float, max_documents: int) -> None:
+    def __init__(self, redis: RedisClient, *, ttl_seconds: float, max_documents: int) -> None:
         self.redis = redis
         self.ttl = ttl_seconds
         self.max_documents = max_documents

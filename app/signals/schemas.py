@@ -24,6 +24,18 @@ class FeedFreshness(BaseModel):
     last_message_age_s: float | None = Field(description="Seconds since the feed's last message; null if unknown")
 
 
+class TrackRecordSummary(BaseModel):
+    as_of: int = Field(description="Close time (epoch ms) of the last stored bar the record was computed on")
+    horizon: int = Field(description="Bars each signal was followed for")
+    n: int = Field(description="Decided signals (long or short, outcome known)")
+    insufficient: bool = Field(description="Fewer than 30 decided signals: no figure is reported")
+    hit_rate: float | None = Field(description="Share of decided signals whose return after costs was positive")
+    expectancy_r: float | None = Field(description="Mean outcome in R (risk to the signal's own stop), after costs")
+    expectancy_r_ci: list[float | None] | None = Field(description="Its 95 % block-bootstrap interval")
+    p_value: float | None = Field(description="Against the same exposure with the bias shuffled (1 000 seeded runs)")
+    round_trip_cost_bps: float = Field(description="Fees and slippage charged per trade, entry and exit")
+
+
 class SignalResponse(BaseModel):
     venue: str
     symbol: str
@@ -36,6 +48,11 @@ class SignalResponse(BaseModel):
     signal: dict[str, Any] = Field(
         description="bias, score, confidence, components with reasons, levels (entry, stop, targets, "
         "risk_reward, position_size), as POST /v1/analyze returns it"
+    )
+    track_record: TrackRecordSummary | None = Field(
+        default=None,
+        description="How this feed's signal did on the stored bars (see GET …/track-record); may trail the signal "
+        "by a bar (its `as_of` says which); null until first computed",
     )
     feed: FeedFreshness
 

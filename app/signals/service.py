@@ -30,10 +30,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from app.config import Settings
+from app.core.metrics import SIGNAL_COMPUTE, cache_counters
+from app.core.redis import RedisClient
 from app.market.aggregation import TIMEFRAMES
 from app.market.feeds import parse_feeds
 from app.market.keys import tag
@@ -48,6 +49,11 @@ CACHE_VERSION = "signal:v2"
 # ETags remembered per document. The entries are mostly the very bytes objects the memo holds (no extra memory);
 # a fixed size suffices, since a miss only recomputes one hash.
 ETAG_MEMO_ENTRIES = 256
+# (memo hit, memo miss, Redis hit, Redis miss) per document kind, bound once (see app.core.metrics).
+_CACHE_COUNTERS = {
+    kind: (*cache_counters(f"{kind}_memo"), *cache_counters(f"{kind}_redis"))
+    for kind in ("signal", "analysis", "track_record")
+}
 
 # Deletes the lock only if this flight still owns it (it may have expired and been taken by another instance).
 _RELEASE = """
@@ -85,7 +91,7 @@ def cache_key(venue: str, symbol: str, timeframe: str, last_closed_open: int) ->
     return f"{CACHE_VERSION}:{tag(venue, symbol)}:{timeframe}:{close}"
 
 
-async def feed_freshness(redis: Redis, venue: str, symbol: str) -> dict[str, Any]:
+async def feed_freshness(redis: RedisClient, venue: str, symbol: str) -> dict[str, Any]:
     status = await read_feed_status(redis, [(venue, symbol)])
     feed = next((s for s in status if s.get("venue") == venue and s.get("symbol") == symbol), {})
     return {
@@ -101,7 +107,7 @@ def with_feed(document: bytes, feed: dict[str, Any]) -> bytes:
 
 
 class SignalService:
-    def __init__(self, redis: Redis, settings: Settings, runner: AnalysisRunner) -> None:
+    def __init__(self, redis: RedisClient, settings: Settings, runner: AnalysisRunner) -> None:
         self.redis = redis
         self.settings = settings
         self.runner = runner
@@ -110,7 +116,12 @@ class SignalService:
             redis, ttl_seconds=settings.signal_memo_ttl_seconds, max_documents=settings.signal_memo_entries
         )
         self._configured = frozenset(parse_feeds(settings.feeds))
+        # The feed's track-record summary for a signal (set by app.signals.track_record); None: not embedded.
+        self.track_record_summary: Callable[[SignalInput], Awaitable[bytes]] | None = None
         self.computed = 0  # signals this instance computed (tests and metrics read it)
+        # Every timeframe's histogram exists from the start (at 0), so dashboards and alert rules that name it
+        # find the series before the first signal is computed.
+        self._compute_seconds = {timeframe: SIGNAL_COMPUTE.labels(timeframe) for timeframe in TIMEFRAMES}
 
     async def resolve(self, query: SignalQuery, *, fresh: bool = False) -> SignalOutcome:
         """The signal document for a query, or a problem: unknown feed (404), timeframe (422), no data (503).
@@ -156,18 +167,26 @@ class SignalService:
     async def _shared_flight(self, key: str, spec: SignalInput) -> tuple[bytes | None, bool]:
         return await self.cached(key, lambda: self._compute(spec))
 
-    async def cached(self, key: str, compute: Callable[[], Awaitable[bytes | None]]) -> tuple[bytes | None, bool]:
+    async def cached(
+        self, key: str, compute: Callable[[], Awaitable[bytes | None]], *, kind: str = "signal"
+    ) -> tuple[bytes | None, bool]:
         """The document cached under ``key``, computed once across tasks and instances when missing (the same
         single flight as signals; other stored-data documents use it too). Returns (document, hit).
 
-        Looked up in this process's memo first, then Redis; what either returns is kept in the memo."""
+        Looked up in this process's memo first, then Redis; what either returns is kept in the memo. ``kind``
+        names the document for the cache metrics."""
+        memo_hit, memo_miss, redis_hit, redis_miss = _CACHE_COUNTERS[kind]
         remembered = self.memo.document(key)
         if remembered is not None:
+            memo_hit.inc()
             return remembered, True
+        memo_miss.inc()
         stored = await self.redis.get(key)
         if isinstance(stored, bytes):
+            redis_hit.inc()
             self.memo.keep_document(key, stored)
             return stored, True
+        redis_miss.inc()
         flight = self._flights.get(key)
         joined = flight is not None
         if flight is None:
@@ -219,7 +238,12 @@ class SignalService:
             self.redis, spec.venue, spec.symbol, spec.timeframe, spec.bars + 1, max_limit=spec.bars + 1
         )
         self.computed += 1
-        return await self.runner.call(compute_signal, raw, spec)
+        with (self._compute_seconds.get(spec.timeframe) or SIGNAL_COMPUTE.labels(spec.timeframe)).time():
+            document = await self.runner.call(compute_signal, raw, spec)
+        if document is None or self.track_record_summary is None:
+            return document
+        summary = await self.track_record_summary(spec)
+        return document[:-1] + b',"track_record":' + summary + b"}"
 
     async def aclose(self) -> None:
         await self.memo.aclose()

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -41,13 +41,14 @@ async def upsert_webhook(
 ) -> tuple[str, int, datetime]:
     """Set the tenant's webhook URL in one statement: INSERT … ON CONFLICT DO UPDATE (Postgres and SQLite both
     have it). Two concurrent first PUTs cannot both insert, and a secret rotation increments the stored version
-    (`secret_version + 1` in SQL), so concurrent rotations never collapse into one. Returns (url, version,
-    updated_at) as stored."""
+    (`secret_version + 1` in SQL), so concurrent rotations never collapse into one. Setting the URL, even the same
+    one, re-enables a disabled endpoint and clears its failing mark. Returns (url, version, updated_at) as stored."""
     dialect_insert = postgresql_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
     insert = dialect_insert(WebhookEndpoint).values(tenant_id=tenant_id, url=url, secret_version=1, updated_at=now)
     version = WebhookEndpoint.secret_version + 1 if rotate_secret else WebhookEndpoint.secret_version
     statement = insert.on_conflict_do_update(
-        index_elements=[WebhookEndpoint.tenant_id], set_={"url": url, "updated_at": now, "secret_version": version}
+        index_elements=[WebhookEndpoint.tenant_id],
+        set_={"url": url, "updated_at": now, "secret_version": version, "disabled_at": None, "failing_since": None},
     ).returning(WebhookEndpoint.url, WebhookEndpoint.secret_version, WebhookEndpoint.updated_at)
     row = (await session.execute(statement)).one()
     return row.url, row.secret_version, row.updated_at
@@ -57,32 +58,6 @@ def enqueue_delivery(
     session: AsyncSession, *, tenant_id: uuid.UUID, event: str, payload: dict[str, Any], due_at: datetime
 ) -> None:
     session.add(WebhookDelivery(tenant_id=tenant_id, event=event, payload=payload, next_attempt_at=due_at))
-
-
-async def due_deliveries(session: AsyncSession, now: datetime, limit: int) -> Sequence[WebhookDelivery]:
-    query = (
-        select(WebhookDelivery)
-        .where(WebhookDelivery.status == "pending", WebhookDelivery.next_attempt_at <= now)
-        .order_by(WebhookDelivery.next_attempt_at)
-        .limit(limit)
-    )
-    return (await session.execute(query)).scalars().all()
-
-
-async def claim_delivery(
-    session: AsyncSession, delivery_id: uuid.UUID, seen_next_attempt_at: datetime, lease_until: datetime
-) -> bool:
-    """Optimistic claim (works on Postgres and SQLite): only one instance moves `next_attempt_at` forward."""
-    result = await session.execute(
-        update(WebhookDelivery)
-        .where(
-            WebhookDelivery.id == delivery_id,
-            WebhookDelivery.status == "pending",
-            WebhookDelivery.next_attempt_at == seen_next_attempt_at,
-        )
-        .values(next_attempt_at=lease_until)
-    )
-    return bool(getattr(result, "rowcount", 0) == 1)
 
 
 async def list_deliveries(session: AsyncSession, tenant_id: uuid.UUID) -> Sequence[WebhookDelivery]:

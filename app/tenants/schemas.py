@@ -97,7 +97,7 @@ class WebhookRead(BaseModel):
             "examples": [
                 {
                     "url": "https://hooks.example.com/deltaflow",
-                    "signing_secret": "whsec_4f9a1c7e2b8d6a3f5e0c9b1d7a2e8f4c",
+                    "signing_secret": "whsec_MfKQ9r56vVIPHkbyiSAhTSPzp0a2rW8LkMahZ7kKx1U=",
                     "secret_version": 1,
                     "updated_at": "2026-11-25T08:00:00Z",
                 }
@@ -107,7 +107,9 @@ class WebhookRead(BaseModel):
 
     url: str
     signing_secret: str = Field(
-        description="Verify `Deltaflow-Signature: t=<unix>,v1=<hex>` as HMAC-SHA256(secret, f'{t}.{body}')."
+        description="The Standard Webhooks secret (`whsec_<base64 key>`) that signs every delivery: verify "
+        "`webhook-signature: v1,<base64>` as HMAC-SHA256(key, f'{webhook-id}.{webhook-timestamp}.{body}') with any "
+        "Standard Webhooks library. Shown on every PUT; the same until `rotate_secret`."
     )
     secret_version: int
     updated_at: datetime

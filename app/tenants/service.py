@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -14,13 +15,13 @@ from app.config import Settings
 from app.core.db import after_commit
 from app.core.db_errors import register_constraint_problem
 from app.core.errors import AppError
-from app.core.security import derive_secret
 from app.keys.repository import key_hashes_of_tenant
 from app.keys.service import Actor, TenantNotFound
 from app.models import Tenant
 from app.tenants import repository
 from app.tenants.egress import WebhookDestinationRefused, refused_host
 from app.tenants.schemas import RateLimitRead, RateLimitSpec, TenantRead, WebhookRead, WebhookUpdate
+from app.webhooks.signing import webhook_secret
 
 
 class TenantNameTaken(AppError):
@@ -32,10 +33,6 @@ class TenantNameTaken(AppError):
 
 # Two concurrent creations with one name both pass the pre-check; the unique constraint refuses the second.
 register_constraint_problem(TenantNameTaken, "uq_tenants_name", "tenants.name")
-
-
-def webhook_secret(settings: Settings, tenant_id: uuid.UUID, version: int) -> str:
-    return derive_secret(settings.secret_key.get_secret_value(), f"webhook:{tenant_id}:{version}")
 
 
 class TenantService:
@@ -69,45 +66,43 @@ class TenantService:
     async def set_rate_limit(self, actor: Actor, tenant_id: uuid.UUID, limit: RateLimitSpec | None) -> Tenant:
         """Give a tenant its own budget (None: back to the default). Its keys' cached verifications carry the
         budget, so they are invalidated after the commit: every instance applies it from its next lease."""
-        tenant = await repository.get_tenant(self.session, tenant_id)
-        if tenant is None:
-            raise TenantNotFound(f"Tenant {tenant_id} not found.")
+        tenant = await self._tenant(tenant_id)
         tenant.rate_limit_per_second = None if limit is None else limit.per_second
         tenant.rate_limit_burst = None if limit is None else limit.burst
-        await self.session.flush()
-        audit.record(
-            self.session,
-            tenant_id=tenant.id,
-            actor_key_id=actor.principal.key_id,
-            actor_user_id=actor.principal.user_id,
-            action="tenant.rate_limit_set" if limit is not None else "tenant.rate_limit_cleared",
-            target=f"tenant:{tenant.id}",
-            request_id=actor.request_id,
-            details={} if limit is None else {"per_second": limit.per_second, "burst": limit.burst},
-        )
-        await self._invalidate_keys_after_commit(tenant.id)
+        details = None if limit is None else {"per_second": limit.per_second, "burst": limit.burst}
+        await self._changed(actor, tenant, "tenant.rate_limit", details)
         return tenant
 
     async def set_quota(self, actor: Actor, tenant_id: uuid.UUID, monthly_requests: int | None) -> Tenant:
         """Give a tenant a monthly quota (None: none). Like a budget, it travels with the keys' cached
         verifications, which are invalidated after the commit: every instance applies it from its next request."""
+        tenant = await self._tenant(tenant_id)
+        tenant.monthly_quota = monthly_requests
+        details = None if monthly_requests is None else {"monthly_requests": monthly_requests}
+        await self._changed(actor, tenant, "tenant.quota", details)
+        return tenant
+
+    async def _tenant(self, tenant_id: uuid.UUID) -> Tenant:
         tenant = await repository.get_tenant(self.session, tenant_id)
         if tenant is None:
             raise TenantNotFound(f"Tenant {tenant_id} not found.")
-        tenant.monthly_quota = monthly_requests
+        return tenant
+
+    async def _changed(self, actor: Actor, tenant: Tenant, action: str, details: dict[str, Any] | None) -> None:
+        """Audit a limit set (`<action>_set`, with `details`) or cleared (`<action>_cleared`, details None), and
+        invalidate the tenant's cached key verifications, which carry its limits, after the commit."""
         await self.session.flush()
         audit.record(
             self.session,
             tenant_id=tenant.id,
             actor_key_id=actor.principal.key_id,
             actor_user_id=actor.principal.user_id,
-            action="tenant.quota_set" if monthly_requests is not None else "tenant.quota_cleared",
+            action=f"{action}_set" if details is not None else f"{action}_cleared",
             target=f"tenant:{tenant.id}",
             request_id=actor.request_id,
-            details={} if monthly_requests is None else {"monthly_requests": monthly_requests},
+            details=details or {},
         )
         await self._invalidate_keys_after_commit(tenant.id)
-        return tenant
 
     async def _invalidate_keys_after_commit(self, tenant_id: uuid.UUID) -> None:
         hashes = await key_hashes_of_tenant(self.session, tenant_id)

@@ -56,3 +56,34 @@ class AnalysisBusy(AppError):
         "Every analysis worker is busy and the wait queue is full (DELTAFLOW_ANALYZE_WORKERS, "
         "DELTAFLOW_ANALYZE_MAX_QUEUED); retry after the Retry-After delay."
     )
+
+
+class MalformedArrow(AppError):
+    slug = "malformed-arrow"
+    title = "Malformed Arrow stream"
+    status = 400
+    description = (
+        "The request body was sent as `application/vnd.apache.arrow.stream` but is not a readable Arrow IPC "
+        "stream (truncated, corrupt, or more than the candle stream and an optional trade stream), or its schema "
+        "metadata `options` is not a JSON object."
+    )
+
+
+class UnsupportedMediaType(AppError):
+    slug = "unsupported-media-type"
+    title = "Unsupported request media type"
+    status = 415
+    description = (
+        "POST /v1/analyze reads `application/json` (rows or columns) and `application/vnd.apache.arrow.stream`; "
+        "the request's Content-Type is neither."
+    )
+
+
+class NotAcceptable(AppError):
+    slug = "not-acceptable"
+    title = "No acceptable response media type"
+    status = 406
+    description = (
+        "POST /v1/analyze answers `application/json` or `application/vnd.apache.arrow.stream`; the request's "
+        "Accept header allows neither."
+    )

@@ -17,6 +17,7 @@ from app.auth.scopes import Scope
 from app.config import Settings
 from app.core.deps import RedisDep, SettingsDep
 from app.core.errors import AppError
+from app.core.redis import RedisClient
 from app.core.schemas import problem_responses
 from app.market.aggregation import TIMEFRAMES
 from app.market.events import VENUES
@@ -181,13 +182,13 @@ def _configured(settings: Settings) -> list[tuple[str, str]]:
     return [(venue, symbol) for venue, symbol in parse_feeds(settings.feeds)]
 
 
-async def _known_symbols(redis: RedisDep, settings: Settings, venue: str) -> list[str]:
+async def _known_symbols(redis: RedisClient, settings: Settings, venue: str) -> list[str]:
     live = [feed.split(":", 1) for feed in await list_feeds(redis)]
     symbols = {symbol for v, symbol in live if v == venue} | {s for v, s in _configured(settings) if v == venue}
     return sorted(symbols)
 
 
-async def check_market_feed(redis: RedisDep, settings: Settings, venue: str, symbol: str) -> None:
+async def check_market_feed(redis: RedisClient, settings: Settings, venue: str, symbol: str) -> None:
     if venue not in VENUES:
         raise VenueNotFound(f"Unknown venue {venue!r}.", extensions={"valid": list(VENUES)})
     symbols = await _known_symbols(redis, settings, venue)
@@ -195,7 +196,7 @@ async def check_market_feed(redis: RedisDep, settings: Settings, venue: str, sym
         raise SymbolNotFound(f"No {venue} feed for {symbol!r}.", extensions={"valid": symbols})
 
 
-async def market_unavailable(redis: RedisDep, venue: str, symbol: str) -> MarketDataUnavailable:
+async def market_unavailable(redis: RedisClient, venue: str, symbol: str) -> MarketDataUnavailable:
     status = await read_feed_status(redis, [(venue, symbol)])
     feed = next((s for s in status if s.get("venue") == venue and s.get("symbol") == symbol), None)
     return MarketDataUnavailable(

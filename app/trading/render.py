@@ -10,11 +10,13 @@ result's arrays rather than by trimming `to_dict()`, which would first convert e
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
-from app.analytics import AnalysisResult, CvdResult, IndicatorResult, OrderflowResult
+from app.analytics import AnalysisResult, CvdResult, IndicatorResult, OrderflowResult, SmcResult
+from app.analytics.events import EventTable
 from app.analytics.footprint import Footprint
 from app.analytics.types import FloatArray, json_float
 
@@ -27,7 +29,15 @@ INDICATOR_SERIES = (
 )  # fmt: skip
 
 
-def render(result: AnalysisResult, *, include_series: bool) -> dict[str, Any]:
+TableRenderer = Callable[[EventTable], Any]
+
+
+def event_rows(table: EventTable) -> list[dict[str, Any]]:
+    return table.to_dict()
+
+
+def render(result: AnalysisResult, *, include_series: bool, table: TableRenderer = event_rows) -> dict[str, Any]:
+    """The response document; `table` lays out each event table (rows here, columns in `columnar.py`)."""
     document: dict[str, Any] = {
         "interval_ms": result.interval_ms,
         "bar_count": result.bar_count,
@@ -37,11 +47,11 @@ def render(result: AnalysisResult, *, include_series: bool) -> dict[str, Any]:
         "include_series": include_series,
     }
     if result.cvd is not None:
-        document["cvd"] = _cvd(result.cvd, include_series)
+        document["cvd"] = _cvd(result.cvd, include_series, table)
     if result.orderflow is not None:
-        document["orderflow"] = _orderflow(result.orderflow, include_series)
+        document["orderflow"] = _orderflow(result.orderflow, include_series, table)
     if result.smc is not None:
-        document["smc"] = result.smc.to_dict()
+        document["smc"] = _smc(result.smc, table)
     if result.fibonacci is not None:
         document["fibonacci"] = result.fibonacci.to_dict()
     if result.indicators is not None:
@@ -57,16 +67,23 @@ def _last(open_time: Any, columns: dict[str, FloatArray | None]) -> dict[str, An
     return last
 
 
-def _cvd(cvd: CvdResult, include_series: bool) -> dict[str, Any]:
+def _smc(smc: SmcResult, table: TableRenderer) -> dict[str, Any]:
+    if table is event_rows:
+        return smc.to_dict()
+    document = {"params": {name: getattr(smc.params, name) for name in smc.params.__slots__}, "trend": smc.trend()}
+    return document | {name: table(getattr(smc, name)) for name in smc.TABLES}
+
+
+def _cvd(cvd: CvdResult, include_series: bool, table: TableRenderer) -> dict[str, Any]:
     last = _last(cvd.open_time, {name: getattr(cvd, name) for name in CVD_SERIES})
     if include_series:
-        return {**cvd.to_dict(), "last": last}
+        return {**cvd.to_dict(), "divergences": table(cvd.divergences), "last": last}
     return {
         "params": {name: getattr(cvd.params, name) for name in cvd.params.__slots__},
         "side_source": cvd.side_source,
         "estimate_method": cvd.estimate_method,
         "unassigned_trades": cvd.unassigned_trades,
-        "divergences": cvd.divergences.to_dict(),
+        "divergences": table(cvd.divergences),
         "last": last,
     }
 
@@ -78,11 +95,14 @@ def _indicators(indicators: IndicatorResult, include_series: bool) -> dict[str, 
     return {"params": {name: getattr(indicators.params, name) for name in indicators.params.__slots__}, "last": last}
 
 
-def _orderflow(orderflow: OrderflowResult, include_series: bool) -> dict[str, Any]:
+def _orderflow(orderflow: OrderflowResult, include_series: bool, table: TableRenderer) -> dict[str, Any]:
     footprint = orderflow.footprint
-    if include_series or footprint is None:
-        return orderflow.to_dict()
-    return dataclasses.replace(orderflow, footprint=last_bar(footprint)).to_dict()
+    if not include_series and footprint is not None:
+        orderflow = dataclasses.replace(orderflow, footprint=last_bar(footprint))
+    document = orderflow.to_dict()
+    if table is not event_rows:
+        document["absorption"] = table(orderflow.absorption)
+    return document
 
 
 def last_bar(footprint: Footprint) -> Footprint:

@@ -78,6 +78,39 @@ class TradeIn(BaseModel):
     side: Literal["buy", "sell"] = Field(description="Taker side: `buy` when the taker bought (lifted the ask).")
 
 
+class CandleColumnsIn(BaseModel):
+    """The columnar form of `candles`: one array per `CandleIn` field, all of the same length."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    t: list[EpochMs]
+    o: list[FiniteNumber]
+    h: list[FiniteNumber]
+    l: list[FiniteNumber]  # noqa: E741 - the wire name
+    c: list[FiniteNumber]
+    v: list[NonNegativeNumber]
+    taker_buy_v: list[NonNegativeNumber | None] | None = None
+    trades_count: list[Annotated[int, Field(strict=True, ge=0)] | None] | None = None
+    buy_v: list[NonNegativeNumber | None] | None = None
+    sell_v: Any = None
+    delta: Any = None
+    trades: Any = None
+    vwap: Any = None
+    closed: Any = None
+    partial: Any = None
+
+
+class TradeColumnsIn(BaseModel):
+    """The columnar form of `trades`: one array per `TradeIn` field, all of the same length."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    t: list[EpochMs]
+    p: list[Annotated[float, Field(strict=True, allow_inf_nan=False, gt=0, le=MAX_MARKET_VALUE)]]
+    q: list[NonNegativeNumber]
+    side: list[Literal["buy", "sell"]]
+
+
 def _field_type(hint: Any) -> Any:
     """Nested parameter dataclasses (SignalParams.weights) become models too; other hints are kept."""
     if dataclasses.is_dataclass(hint) and isinstance(hint, type):
@@ -162,6 +195,22 @@ AnalysisParamsIn: type[BaseModel] = create_model(
 )
 
 
+class EvaluateIn(BaseModel):
+    """How to evaluate the signal's track record over the given candles (see README, "Track record")."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    horizons: list[Annotated[int, Field(strict=True, ge=1, le=1000)]] = Field(
+        default=[1, 4, 12, 24],
+        min_length=1,
+        max_length=16,
+        description="Bars each signal is followed for (entry at the next bar's open, exit at the close `h` bars "
+        "later, or at the signal's own stop or first target); duplicates are merged.",
+    )
+    fees_bps: float = Field(default=5.0, ge=0, le=1000, description="Fee per side (entry and exit), basis points")
+    slippage_bps: float = Field(default=5.0, ge=0, le=1000, description="Slippage per side, basis points")
+
+
 class AnalyzeOptions(BaseModel):
     """Every member except the two arrays: small, so validated by pydantic as usual."""
 
@@ -180,13 +229,23 @@ class AnalyzeOptions(BaseModel):
         description="Return per-bar series (CVD, indicators, every footprint bar). Off by default: 100 000 "
         "candles give ~15 MB without them and ~48 MB with them; `last` always holds the last bar's values.",
     )
+    evaluate: EvaluateIn | None = Field(
+        default=None,
+        description="Also replay the signal at every bar (from the bars up to it only) and evaluate it: "
+        "`evaluation.by_horizon` with `all`, `long`, `short` and `baselines` (`always_long`, `random`); with "
+        "`include_series`, the per-bar bias, score and forward return per horizon. Candles only (no `trades`).",
+    )
 
 
 class AnalyzeRequest(AnalyzeOptions):
-    candles: list[CandleIn] = Field(min_length=1, description="Closed bars, oldest first (1 to 100 000 by default).")
-    trades: list[TradeIn] | None = Field(
+    candles: Annotated[list[CandleIn], Field(min_length=1)] | CandleColumnsIn = Field(
+        description="Closed bars, oldest first (1 to 100 000 by default): an array of objects, or an object of "
+        "arrays (one per field, all of the same length)."
+    )
+    trades: list[TradeIn] | TradeColumnsIn | None = Field(
         default=None,
-        description="Individual trades in time order (up to 1 000 000 by default): exact delta and footprints.",
+        description="Individual trades in time order (up to 1 000 000 by default): exact delta and footprints. "
+        "An array of objects or an object of arrays.",
     )
 
 
@@ -205,6 +264,11 @@ class AnalyzeResponse(BaseModel):
     smc: dict[str, Any] | None = None
     fibonacci: dict[str, Any] | None = None
     indicators: dict[str, Any] | None = None
+    evaluation: dict[str, Any] | None = Field(
+        default=None,
+        description='With `evaluate`: bars, gaps, costs and `by_horizon["<h>"]` (`all`, `long`, `short`, '
+        "`baselines.always_long`, `baselines.random`, `calibration`, `ic`); `series` with `include_series`.",
+    )
 
 
 def inline_schema(model: type[BaseModel]) -> dict[str, Any]:

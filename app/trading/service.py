@@ -19,7 +19,7 @@ import multiprocessing
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from typing import Any, TypeVar
 
 from fastapi.exceptions import RequestValidationError
@@ -29,6 +29,7 @@ from app.core.errors import ServiceUnavailable
 from app.core.logging import get_logger
 from app.trading.compute import run_analysis
 from app.trading.errors import AnalysisBusy, BodyInvalid
+from app.trading.formats import BodyFormat, ResponseFormat
 from app.trading.parsing import Limits
 
 log = get_logger(__name__)
@@ -43,6 +44,10 @@ WORKER_MODULES = ("app.trading.compute", "app.signals.compute", "app.signals.ana
 def warm_up_workers(modules: tuple[str, ...] = WORKER_MODULES) -> None:
     for name in modules:
         importlib.import_module(name).warm_up()
+
+
+def _worker_ready() -> bool:
+    return True
 
 
 class AnalysisRunner:
@@ -69,10 +74,15 @@ class AnalysisRunner:
         finally:
             self._admitted -= 1
 
-    async def run(self, body: bytes) -> bytes:
+    async def run(
+        self,
+        body: bytes,
+        body_format: BodyFormat = BodyFormat.JSON,
+        response_format: ResponseFormat = ResponseFormat.ROWS,
+    ) -> bytes:
         """The encoded response for a raw request body; raises problems for invalid input."""
         try:
-            return await self.call(run_analysis, body, self.limits)
+            return await self.call(run_analysis, body, self.limits, body_format, response_format)
         except BodyInvalid as error:
             raise RequestValidationError(error.errors) from None
 
@@ -89,6 +99,22 @@ class AnalysisRunner:
                 raise ServiceUnavailable(
                     "The analysis worker stopped unexpectedly; retry.", headers={"retry-after": RETRY_AFTER_SECONDS}
                 ) from None
+
+    async def prestart(self) -> None:
+        """Start every worker now (each runs ``warm_up_workers`` as it starts), so the first requests after start-up
+        do not wait for a worker process to be forked and to import the analytics (the fault tests saw a restarted
+        instance's first signals wait for that). One call per worker: the pool forks a worker only when no
+        idle one is free, so concurrent calls start them all."""
+        if self.workers == 0:
+            return
+        await asyncio.to_thread(self._start_workers, self._get_executor())
+
+    def _start_workers(self, executor: Executor) -> None:
+        # In a thread: a submission that forks a worker blocks until the forkserver has started and preloaded the
+        # analytics (seconds under load). On the event loop that stalled the server's start-up, and a signal that
+        # came meanwhile could hang a granian worker that was still starting.
+        for ready in [executor.submit(_worker_ready) for _ in range(self.workers)]:
+            ready.result()
 
     def _get_executor(self) -> Executor:
         if self._executor is None:
@@ -130,8 +156,15 @@ async def shared_runner(state: Any, settings: Settings) -> AsyncIterator[Analysi
         return
     runner = AnalysisRunner(settings)
     state.analysis_runner = runner
+    # Served processes start their workers in the background at start-up; tests build many apps and start a pool
+    # only when one is used.
+    prestart = asyncio.create_task(runner.prestart()) if getattr(state, "served", False) else None
     try:
         yield runner
     finally:
+        if prestart is not None:
+            prestart.cancel()
+            with suppress(asyncio.CancelledError, BrokenProcessPool):
+                await prestart
         await runner.aclose()
         del state.analysis_runner

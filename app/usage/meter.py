@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import date, timedelta
 
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
@@ -49,9 +49,16 @@ class UsageMeter:
     is not counted (`dropped` counts such requests, logged at each flush), while existing rows keep counting.
     """
 
-    def __init__(self, max_pending_rows: int, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        max_pending_rows: int,
+        clock: Callable[[], float] = time.time,
+        after_flush: Callable[[Iterable[uuid.UUID]], Awaitable[None]] | None = None,
+    ) -> None:
         self.max_pending_rows = max_pending_rows
         self.clock = clock  # epoch seconds; injectable so tests can cross midnight
+        # Called with the tenants whose counts a flush committed (the usage report cache drops theirs).
+        self.after_flush = after_flush
         self.pending: dict[CounterKey, int] = {}
         self.dropped = 0  # requests not counted since start (row cap reached, or a batch the database refused)
         self._dropped_logged = 0
@@ -97,6 +104,8 @@ class UsageMeter:
         except (SQLAlchemyError, OSError):
             self._merge_back(batch)
             raise
+        if self.after_flush is not None:
+            await self.after_flush({row["tenant_id"] for row in rows})
         return len(rows)
 
     def _merge_back(self, batch: dict[CounterKey, int]) -> None:

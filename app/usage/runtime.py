@@ -7,14 +7,15 @@ import contextlib
 from collections.abc import Awaitable, Callable
 
 from fastapi import FastAPI
-from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.auth.calls import CALL_LOG_STATE
 from app.auth.metering import QUOTA_LEDGER_STATE, USAGE_METER_STATE
 from app.auth.quota import QuotaLedger
 from app.config import Settings
+from app.core.redis import RedisClient
 from app.keys.jobs import run_forever
+from app.usage.cache import USAGE_CACHE_STATE, UsageReportCache
 from app.usage.calls.maintenance import maintain
 from app.usage.calls.recorder import CallRecorder
 from app.usage.meter import UsageMeter
@@ -23,11 +24,13 @@ from app.usage.retention import UsageRetention
 
 
 async def start_usage_services(
-    app: FastAPI, settings: Settings, sessions: async_sessionmaker[AsyncSession], redis: Redis | None = None
+    app: FastAPI, settings: Settings, sessions: async_sessionmaker[AsyncSession], redis: RedisClient | None = None
 ) -> Callable[[], Awaitable[None]]:
     """Sets `app.state.usage_meter` (read by the metering middleware) and starts its flush job; returns the
     matching shutdown coroutine, which stops the job and flushes what is left."""
-    meter = UsageMeter(settings.usage_max_pending_rows)
+    cache = UsageReportCache(redis, settings.usage_cache_ttl_seconds) if redis is not None else None
+    meter = UsageMeter(settings.usage_max_pending_rows, after_flush=cache.invalidate if cache is not None else None)
+    setattr(app.state, USAGE_CACHE_STATE, cache)
     setattr(app.state, USAGE_METER_STATE, meter)
     # Pruning is a background job like expiry notices (off where DELTAFLOW_BACKGROUND_JOBS is false); flushing is
     # not optional: the counts live only in this process until flushed.

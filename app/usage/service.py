@@ -14,6 +14,7 @@ from app.core.errors import AppError
 from app.keys import repository as keys
 from app.keys.service import Actor, ApiKeyNotFound, resolve_tenant
 from app.usage import repository
+from app.usage.cache import UsageReportCache
 from app.usage.repository import GroupCount, UsageGrouping
 from app.usage.schemas import UsageCounts, UsageItem, UsageReport
 
@@ -65,10 +66,18 @@ class _Tally:
 
 
 class UsageService:
-    def __init__(self, session: AsyncSession, settings: Settings, today: Callable[[], date] = utc_today) -> None:
+    def __init__(
+        self,
+        session: AsyncSession,
+        settings: Settings,
+        today: Callable[[], date] = utc_today,
+        cache: UsageReportCache | None = None,
+    ) -> None:
         self.session = session
         self.settings = settings
         self.today = today
+        self.cache = cache
+        self.cached = False  # whether the last report came from the cache (the router's X-Cache header)
 
     async def report(
         self,
@@ -84,6 +93,20 @@ class UsageService:
         tenant = await resolve_tenant(self.session, actor, tenant_id)  # the key routes' `?tenant_id=` rule
         if key_id is not None and await keys.get_key(self.session, tenant, key_id) is None:
             raise ApiKeyNotFound(f"API key {key_id} not found.")
+
+        async def compute() -> UsageReport:
+            return await self._compute(tenant, start, end, group_by, key_id)
+
+        if self.cache is None:
+            self.cached = False
+            return await compute()
+        query = f"{start.isoformat()}:{end.isoformat()}:{group_by.value}:{key_id or ''}"
+        report, self.cached = await self.cache.get_or_compute(tenant, query, compute)
+        return report
+
+    async def _compute(
+        self, tenant: uuid.UUID, start: date, end: date, group_by: UsageGrouping, key_id: uuid.UUID | None
+    ) -> UsageReport:
         counts = await repository.count_by(self.session, tenant, start=start, end=end, group=group_by, key_id=key_id)
         tallies = _tally(counts)
         total = _Tally()

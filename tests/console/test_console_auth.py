@@ -190,6 +190,23 @@ async def test_sessions_expire_when_idle_and_at_the_absolute_limit(settings: Set
         await redis_client.flushdb()
 
 
+async def test_page_views_renew_the_session_at_most_once_per_renew_period(
+    settings: Settings, redis_client: Redis
+) -> None:
+    app = create_app(console_settings(settings, console_session_idle_seconds=2, console_session_renew_seconds=1))
+    async with running(app), browser(app) as client:
+        await user_maker(app, app.state.settings)(email="busy@example.com")
+        await signed_in(client, "busy@example.com")
+        (key,) = await redis_client.keys(SESSION_PREFIX + "*")
+        stored = await redis_client.get(key)
+        assert (await client.get("/console/keys")).status_code == 200
+        assert await redis_client.get(key) == stored  # within the renew period: no write
+        for _ in range(6):  # 3.6 s of activity, past the 2 s idle timeout: renewals keep the session alive
+            await asyncio.sleep(0.6)
+            assert (await client.get("/console/keys")).status_code == 200
+        assert await redis_client.get(key) != stored
+
+
 async def test_sign_out_destroys_the_session_server_side(
     console_app: FastAPI, make_user: MakeUser, redis_client: Redis
 ) -> None:

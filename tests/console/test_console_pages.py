@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import orjson
 from fastapi import FastAPI
+from sqlalchemy import update
 
 from app.auth.scopes import Role
 from app.config import Settings
@@ -14,7 +15,7 @@ from app.console.service import ConsoleRole
 from app.keys.admin import issue_key
 from app.main import create_app
 from app.market.keys import FeedKeys
-from app.models import Tenant, UsageCount
+from app.models import Tenant, UsageCount, WebhookEndpoint
 from tests.console.conftest import MakeUser, browser, console_settings, signed_in
 from tests.helpers import running
 
@@ -106,6 +107,40 @@ async def test_the_webhook_page_applies_the_egress_guard_and_rotates_the_secret(
         )
         assert "version 2" in rotated.text
         assert "https://hooks.example.com/d" in (await client.get("/console/webhook")).text
+
+
+async def test_the_webhook_page_says_when_deliveries_fail_or_stopped(console_app: FastAPI, make_user: MakeUser) -> None:
+    await make_user()
+    async with browser(console_app) as client:
+        token = await signed_in(client, "ada@example.com")
+        saved = await client.post("/console/webhook", data={"url": "https://hooks.example.com/d", "csrf": token})
+        assert saved.status_code == 200, saved.text
+        page = await client.get("/console/webhook")
+        assert 'data-testid="webhook-failing"' not in page.text
+        assert 'data-testid="webhook-disabled"' not in page.text
+
+        since = datetime.now(UTC) - timedelta(days=2)
+        await _set_webhook_health(console_app, failing_since=since, disabled_at=None)
+        page = await client.get("/console/webhook")
+        assert 'data-testid="webhook-failing"' in page.text
+        assert since.isoformat(timespec="seconds")[:16] in page.text
+
+        await _set_webhook_health(console_app, failing_since=since, disabled_at=datetime.now(UTC))
+        page = await client.get("/console/webhook")
+        assert 'data-testid="webhook-disabled"' in page.text
+        assert 'data-testid="webhook-failing"' not in page.text
+
+        # Saving the URL again enables the endpoint (the PUT clears both marks).
+        await client.post("/console/webhook", data={"url": "https://hooks.example.com/d", "csrf": token})
+        page = await client.get("/console/webhook")
+        assert 'data-testid="webhook-disabled"' not in page.text
+        assert 'data-testid="webhook-failing"' not in page.text
+
+
+async def _set_webhook_health(app: FastAPI, *, failing_since: datetime | None, disabled_at: datetime | None) -> None:
+    async with app.state.session_factory() as session:
+        await session.execute(update(WebhookEndpoint).values(failing_since=failing_since, disabled_at=disabled_at))
+        await session.commit()
 
 
 async def test_operators_manage_tenants_and_budgets_and_admins_cannot(

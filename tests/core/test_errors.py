@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import pytest
 from fastapi import FastAPI
 from httpx import AsyncClient
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
 from app.config import Settings
-from app.core.errors import PROBLEM_MEDIA_TYPE, AppError, json_pointer
+from app.core.errors import PROBLEM_MEDIA_TYPE, AppError, json_pointer, validation_errors
 from app.main import create_app
 from tests.helpers import running
 
@@ -179,3 +179,36 @@ async def test_problem_types_are_documented(test_client: AsyncClient) -> None:
 )
 def test_json_pointer_escapes_per_rfc_6901(path: tuple[str | int, ...], pointer: str) -> None:
     assert json_pointer(path) == pointer
+
+
+class _Url(BaseModel):
+    type: Literal["url"]
+    url: str = Field(max_length=5)
+
+
+class _Webhook(BaseModel):
+    type: Literal["webhook"]
+
+
+class _Rule(BaseModel):
+    destination: Annotated[_Url | _Webhook, Field(discriminator="type")]
+    limits: list[int | None] = []
+
+
+@pytest.mark.parametrize(
+    ("body", "pointers"),
+    [
+        # The tag `url` and the member `url` share a name: the pointer names the member once.
+        ({"destination": {"type": "url", "url": "toolong"}}, ["#/destination/url"]),
+        ({"destination": {"type": "url"}}, ["#/destination/url"]),
+        ({"destination": {"type": "url", "url": "ok"}, "limits": [1, "x"]}, ["#/limits/1"]),
+        ({"destination": {"type": "ftp"}}, ["#/destination"]),
+    ],
+)
+def test_pointers_leave_out_the_union_tags_pydantic_adds(body: dict[str, Any], pointers: list[str]) -> None:
+    with pytest.raises(ValidationError) as raised:
+        _Rule.model_validate(body)
+    errors = [{**error, "loc": ("body", *error["loc"])} for error in raised.value.errors()]
+    assert [entry["pointer"] for entry in validation_errors(errors, body)] == pointers
+    if body["destination"] == {"type": "url", "url": "toolong"}:
+        assert errors[0]["loc"] == ("body", "destination", "url", "url"), "pydantic's location carries the tag"

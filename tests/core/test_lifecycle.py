@@ -72,3 +72,40 @@ def test_granian_leaves_room_for_requests_beside_a_full_set_of_streams() -> None
     settings = make_settings(signal_stream_max_per_process=1000)
     assert granian_backpressure(settings) == 1000 + REQUEST_HEADROOM
     assert granian_backpressure(settings) > 1024 // 2  # granian's own default for two workers would not fit them
+
+
+def test_a_granian_worker_stops_once_however_many_stop_signals_come(monkeypatch: pytest.MonkeyPatch) -> None:
+    # granian's stop event blocks its second `set()` until the server took the first: a process group's SIGTERM plus
+    # the supervisor's relay hung a busy worker's event loop for good (the e2e test under plain granian saw it).
+    # With the wrapper, granian's own installer still runs and its event is set exactly once.
+    from granian import _signals
+
+    from app.core.serving import granian_stops_on_first_signal
+
+    class CountingSignal:
+        def __init__(self) -> None:
+            self.sets = 0
+
+        def set(self) -> None:
+            self.sets += 1
+
+    monkeypatch.setattr(_signals, "WorkerSignal", CountingSignal)
+    monkeypatch.setattr(_signals, "set_loop_signals", _signals.set_loop_signals)
+    assert granian_stops_on_first_signal()
+    assert granian_stops_on_first_signal(), "a second call keeps the one wrapper"
+    loop = asyncio.new_event_loop()
+    try:
+        event = _signals.set_loop_signals(loop)  # type: ignore[no-untyped-call]
+
+        async def signalled() -> None:
+            for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGTERM):
+                os.kill(os.getpid(), signum)
+                await asyncio.sleep(0.05)
+
+        loop.run_until_complete(asyncio.wait_for(signalled(), timeout=5))
+        assert isinstance(event, CountingSignal)
+        assert event.sets == 1
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
+        loop.close()

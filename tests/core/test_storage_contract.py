@@ -12,7 +12,7 @@ from sqlalchemy import text
 
 from app.core.db import create_engine, create_session_factory, current_revision, session_scope
 from app.core.migrations import code_head, schema_state
-from app.core.redis import create_redis
+from app.core.redis import RedisClient, create_redis
 from tests.conftest import TEST_REDIS_URL, make_settings
 
 
@@ -32,7 +32,7 @@ def redis_url(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-async def redis(redis_url: str) -> AsyncIterator[Redis]:
+async def redis(redis_url: str) -> AsyncIterator[RedisClient]:
     url = redis_url
     client = create_redis(make_settings(redis_url=url))
     try:

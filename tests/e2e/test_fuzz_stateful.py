@@ -16,16 +16,21 @@ import asyncio
 import os
 import random
 import subprocess
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
+from sqlalchemy.pool import NullPool
 
+from app.models import AlertEvent, Base, WebhookDelivery
 from tests.conftest import TEST_REDIS_URL, truncate_all
 from tests.e2e.test_fuzz import seed_market
 from tests.e2e.test_revocation import DELTAFLOW, _bootstrap
@@ -44,6 +49,8 @@ ENV = {
     "DELTAFLOW_BACKGROUND_JOBS": "false",
     # No default budget: only tenants the walk gives one are limited, at rates the walk never exhausts.
     "DELTAFLOW_RATE_LIMIT_PER_SECOND": "0",
+    # Below the copies of one creation, so the duplicates show the limit holds under concurrency.
+    "DELTAFLOW_ALERT_MAX_RULES_PER_TENANT": "5",
 }
 
 
@@ -220,6 +227,15 @@ class Walk:
 class Fixture:
     client: httpx.AsyncClient
     operator: dict[str, str]
+    database_url: str = ""  # the served database, for rows no route creates (alert events, failed deliveries)
+
+    async def insert(self, *rows: Base) -> None:
+        engine = create_async_engine(self.database_url, poolclass=NullPool)
+        try:
+            async with async_sessionmaker(engine, expire_on_commit=False)() as session, session.begin():
+                session.add_all(rows)
+        finally:
+            await engine.dispose()
 
     async def tenant(self, name: str) -> str:
         response = await self.client.post("/v1/tenants", json={"name": name}, headers=self.operator)
@@ -347,6 +363,80 @@ async def dup_signal_batch(base_url: str, f: Fixture) -> None:
     assert {c.json()["results"][0]["status"] for c in copies} == {200}
 
 
+ALERT_RULE = {"name": "dup", "venue": "sim", "symbol": "BTCUSDT", "timeframe": "1m", "condition": {"event": "bos"}}
+
+
+async def dup_create_alert(base_url: str, f: Fixture) -> None:
+    _, admin = await f.key(await f.tenant("dup-alerts"))
+    copies = await _copies(base_url, "POST", "/v1/alerts", json=ALERT_RULE, headers=admin)
+    # Not idempotent by design (each POST is a rule of its own), but never past the tenant's limit (5 here).
+    assert _statuses(copies) == [201] * 5 + [409] * (COPIES - 5), [c.text for c in copies]
+    listed = (await f.client.get("/v1/alerts", headers=admin)).json()["items"]
+    assert len(listed) == 5
+    assert await f.audit(admin, "alert.created") == 5
+
+
+async def dup_patch_alert(base_url: str, f: Fixture) -> None:
+    _, admin = await f.key(await f.tenant("dup-alert-patch"))
+    rule = (await f.client.post("/v1/alerts", json=ALERT_RULE, headers=admin)).json()
+    copies = await _copies(base_url, "PATCH", f"/v1/alerts/{rule['id']}", json={"enabled": False}, headers=admin)
+    assert _statuses(copies) == [200] * COPIES, [c.text for c in copies]
+    assert (await f.client.get(f"/v1/alerts/{rule['id']}", headers=admin)).json()["enabled"] is False
+
+
+async def dup_delete_alert(base_url: str, f: Fixture) -> None:
+    _, admin = await f.key(await f.tenant("dup-alert-delete"))
+    rule = (await f.client.post("/v1/alerts", json=ALERT_RULE, headers=admin)).json()
+    copies = await _copies(base_url, "DELETE", f"/v1/alerts/{rule['id']}", headers=admin)
+    assert _statuses(copies) == [204] + [404] * (COPIES - 1), [c.text for c in copies]
+    assert await f.audit(admin, "alert.deleted") == 1
+
+
+def _alert_event(tenant: str) -> AlertEvent:
+    return AlertEvent(
+        id=uuid.uuid4(), tenant_id=uuid.UUID(tenant), rule_name="dup", venue="sim", symbol="BTCUSDT", timeframe="1m",
+        bar_ms=1_700_000_000_000, sentence="dup", snapshot={}, created_at=datetime.now(UTC),
+    )  # fmt: skip
+
+
+async def dup_redeliver(base_url: str, f: Fixture) -> None:
+    tenant = await f.tenant("dup-redeliver")
+    _, admin = await f.key(tenant)
+    event = _alert_event(tenant)
+    await f.insert(event)
+    copies = await _copies(base_url, "POST", f"/v1/alerts/events/{event.id}/redeliver", headers=admin)
+    assert _statuses(copies) == [202] * COPIES, [c.text for c in copies]
+    # One delivery however often it is asked for while none is tried yet (a receiver would see duplicates).
+    assert len({c.json()["delivery_id"] for c in copies}) == 1
+    assert sum(c.json()["queued"] for c in copies) == 1
+    assert await f.audit(admin, "alert.redelivered") == 1
+
+
+async def dup_recover(base_url: str, f: Fixture) -> None:
+    tenant = await f.tenant("dup-recover")
+    _, admin = await f.key(tenant)
+    hour_ago = datetime.now(UTC) - timedelta(hours=1)
+    failed = {"event": "api_key.expiring", "payload": {}, "status": "failed", "attempts": 8}
+    await f.insert(*(WebhookDelivery(tenant_id=uuid.UUID(tenant), created_at=hour_ago, **failed) for _ in range(3)))
+    since = (datetime.now(UTC) - timedelta(days=1)).isoformat()
+    copies = await _copies(base_url, "POST", "/v1/webhook/recover", params={"since": since}, headers=admin)
+    assert _statuses(copies) == [202] * COPIES, [c.text for c in copies]
+    assert sum(c.json()["requeued"] for c in copies) == 3, "each failed delivery requeued once"
+    assert await f.audit(admin, "webhook.recovered") == COPIES
+
+
+async def dup_test_alert(base_url: str, f: Fixture) -> None:
+    _, admin = await f.key(await f.tenant("dup-alert-test"))
+    body = {**ALERT_RULE, "condition": {"field": "volume", "op": "gte", "value": 0}, "frequency": "once_per_bar"}
+    copies = await _copies(base_url, "POST", "/v1/alerts/test", json={**body, "bars": 50}, headers=admin)
+    # Read-only: every copy answers the same replay, and nothing is created.
+    assert _statuses(copies) == [200] * COPIES, [c.text for c in copies]
+    assert len({c.content for c in copies}) == 1
+    assert len(copies[0].json()["firings"]) == 50
+    assert (await f.client.get("/v1/alerts", headers=admin)).json()["items"] == []
+    assert await f.audit(admin, "alert.created") == 0
+
+
 DUPLICATES: dict[tuple[str, str], Callable[[str, Fixture], Awaitable[None]]] = {
     ("POST", "/v1/tenants"): dup_create_tenant,
     ("POST", "/v1/keys"): dup_create_key,
@@ -359,6 +449,12 @@ DUPLICATES: dict[tuple[str, str], Callable[[str, Fixture], Awaitable[None]]] = {
     ("PUT", "/v1/webhook"): dup_put_webhook,
     ("POST", "/v1/analyze"): dup_analyze,
     ("POST", "/v1/signals/batch"): dup_signal_batch,
+    ("POST", "/v1/alerts"): dup_create_alert,
+    ("PATCH", "/v1/alerts/{rule_id}"): dup_patch_alert,
+    ("DELETE", "/v1/alerts/{rule_id}"): dup_delete_alert,
+    ("POST", "/v1/alerts/events/{event_id}/redeliver"): dup_redeliver,
+    ("POST", "/v1/webhook/recover"): dup_recover,
+    ("POST", "/v1/alerts/test"): dup_test_alert,
 }
 
 
@@ -383,6 +479,7 @@ async def test_stateful_walk_and_parallel_duplicates_keep_every_promise(
             if method in {"post", "put", "patch", "delete"}
         }
         assert mutating == set(DUPLICATES), "give every mutating operation a duplicate scenario"
-        fixture = Fixture(client, operator)
+        database_url = postgres_url if backend == "postgres" else f"sqlite+aiosqlite:///{tmp_path}/fuzz.db"
+        fixture = Fixture(client, operator, database_url)
         for scenario in DUPLICATES.values():
             await scenario(base_url, fixture)

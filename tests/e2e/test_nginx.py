@@ -34,6 +34,7 @@ def _config_for(upstream_ports: list[int], listen_port: int, directory: Path) ->
     config, replaced = re.subn(r"^\s*server api:8000[^;]*;", servers, config, flags=re.MULTILINE)
     assert replaced == 1
     config = config.replace("listen 8080;", f"listen 127.0.0.1:{listen_port};")
+    config = config.replace("listen 8081 http2;", f"listen 127.0.0.1:{free_port()} http2;")  # h2c, unused here
     config = config.replace("/tmp/", f"{directory}/")  # noqa: S108 - rewriting the shipped paths
     return config.replace("access_log /dev/stdout", f"access_log {directory}/access.log")
 

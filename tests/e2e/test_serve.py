@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -43,9 +44,10 @@ async def serve(
         await _wait_until_live(base_url, process)
         yield process, base_url
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait(timeout=10)
+        # The whole group: a test that failed midway must not leave workers (or their analysis pools) behind.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)
 
 
 async def _wait_until_live(base_url: str, process: subprocess.Popen[bytes]) -> None:
@@ -191,7 +193,9 @@ async def test_granian_workers_stop_when_their_supervisor_is_killed(postgres_url
 
 
 @pytest.mark.parametrize("whole_group", [False, True])
-async def test_factory_under_plain_granian_stops_on_sigterm(postgres_url: str, whole_group: bool) -> None:
+async def test_factory_under_plain_granian_stops_on_sigterm(
+    postgres_url: str, whole_group: bool, tmp_path: Path
+) -> None:
     # `granian --factory app.main:create_served_app` without `deltaflow serve`: granian's own supervisor stops its
     # workers with SIGTERM, so a worker must not take SIGTERM as "drain and wait for SIGINT" there (it did, and the
     # server never stopped).
@@ -199,6 +203,8 @@ async def test_factory_under_plain_granian_stops_on_sigterm(postgres_url: str, w
     environment = {key: value for key, value in os.environ.items() if not key.startswith("DELTAFLOW_")}
     environment.update({"DELTAFLOW_DATABASE_URL": postgres_url, "DELTAFLOW_REDIS_URL": TEST_REDIS_URL})
     granian = str(Path(sys.executable).parent / "granian")
+    log_path = tmp_path / "server.log"
+    log_file = log_path.open("wb")
     process = subprocess.Popen(  # noqa: ASYNC220 - the server must be a separate OS process
         [
             granian,
@@ -212,13 +218,15 @@ async def test_factory_under_plain_granian_stops_on_sigterm(postgres_url: str, w
             "app.main:create_served_app",
         ],
         env=environment,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stdout=log_file,
+        stderr=subprocess.STDOUT,
         start_new_session=True,
     )
     try:
         await _wait_until_live(f"http://127.0.0.1:{port}", process)
-        await asyncio.sleep(1.0)  # both workers up
+        # Both workers started: granian 2.8 hangs a worker that gets a group's signal twice (its own and the
+        # supervisor's relay) during its lifespan start-up, whatever the app does.
+        await _wait_for_log_lines(log_path, '"event":"app.started"', count=2)
         if whole_group:
             os.killpg(process.pid, signal.SIGTERM)
         else:
@@ -228,3 +236,40 @@ async def test_factory_under_plain_granian_stops_on_sigterm(postgres_url: str, w
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait(timeout=10)
+        log_file.close()
+
+
+async def _wait_for_log_lines(path: Path, marker: str, count: int, within_seconds: float = 30) -> None:
+    deadline = time.monotonic() + within_seconds
+    while (await asyncio.to_thread(path.read_text, errors="replace")).count(marker) < count:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"fewer than {count} lines with {marker} within {within_seconds} s")
+        await asyncio.sleep(0.05)
+
+
+async def test_a_granian_worker_that_alone_gets_sigterm_drains_then_stops_on_its_own(postgres_url: str) -> None:
+    # No SIGINT will follow from the supervisor (it got no signal): the worker must not wait for one forever.
+    env = {
+        "DELTAFLOW_DATABASE_URL": postgres_url,
+        "DELTAFLOW_REDIS_URL": TEST_REDIS_URL,
+        "DELTAFLOW_SERVER": "granian",
+        "DELTAFLOW_DRAIN_SECONDS": "1",
+        "DELTAFLOW_SHUTDOWN_TIMEOUT_SECONDS": "1",
+    }
+    async with serve(workers=2, env=env) as (process, base_url):
+        for _ in range(100):
+            if len(_descendants(process.pid)) >= 2:
+                break
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(1.0)
+        worker = _descendants(process.pid)[0]
+        os.kill(worker, signal.SIGTERM)
+        started = time.monotonic()
+        while _alive(worker):
+            assert time.monotonic() - started < 15, "the worker is still waiting for a SIGINT that never comes"
+            await asyncio.sleep(0.1)
+        # It stopped no sooner than its drain: the balancer had time to see /readyz turn 503.
+        assert time.monotonic() - started >= 1.0
+        assert process.poll() is None  # the supervisor and the other worker go on serving
+        async with httpx.AsyncClient(base_url=base_url, timeout=5.0) as client:
+            assert (await client.get("/healthz")).status_code == 200

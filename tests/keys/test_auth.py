@@ -44,7 +44,7 @@ async def test_both_header_forms_authenticate(client: AsyncClient, make_key: Mak
     assert body["key_id"] == str(key.key_id)
     assert body["tenant_id"] == str(key.tenant_id)
     assert body["role"] == "reader"
-    assert body["scopes"] == ["market:read", "signals:read"]
+    assert body["scopes"] == ["alerts:read", "market:read", "signals:read"]
 
 
 async def test_two_different_keys_are_refused_and_the_same_key_twice_is_accepted(

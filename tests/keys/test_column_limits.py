@@ -14,7 +14,8 @@ from httpx import AsyncClient, Response
 from sqlalchemy import String, select
 
 from app.auth.scopes import Role
-from app.models import ApiKey, Base, Tenant, WebhookEndpoint
+from app.models import AlertRule, ApiKey, Base, Tenant, WebhookEndpoint
+from tests.alerts.conftest import rule_body
 from tests.keys.conftest import IssuedKey, MakeKey
 
 Send = Callable[[AsyncClient, IssuedKey, str], Awaitable[Response]]
@@ -39,6 +40,15 @@ async def _webhook(client: AsyncClient, key: IssuedKey, value: str) -> Response:
     return await client.put("/v1/webhook", json={"url": value}, headers=key.headers)
 
 
+async def _alert_name(client: AsyncClient, key: IssuedKey, value: str) -> Response:
+    return await client.post("/v1/alerts", json=rule_body(name=value), headers=key.headers)
+
+
+async def _alert_url(client: AsyncClient, key: IssuedKey, value: str) -> Response:
+    body = rule_body(destination={"type": "url", "url": value})
+    return await client.post("/v1/alerts", json=body, headers=key.headers)
+
+
 def _url_of_length(length: int) -> str:
     base = "https://hooks.example.com/"
     return base + "a" * (length - len(base))
@@ -49,6 +59,14 @@ CLIENT_COLUMNS: dict[str, ClientColumn] = {
     "api_keys.name": ClientColumn(_key, "#/name", lambda v: select(ApiKey.name).where(ApiKey.name == v)),
     "webhook_endpoints.url": ClientColumn(
         _webhook, "#/url", lambda v: select(WebhookEndpoint.url).where(WebhookEndpoint.url == v)
+    ),
+    "alert_rules.name": ClientColumn(
+        _alert_name, "#/name", lambda v: select(AlertRule.name).where(AlertRule.name == v)
+    ),
+    "alert_rules.destination_url": ClientColumn(
+        _alert_url,
+        "#/destination/url",
+        lambda v: select(AlertRule.destination_url).where(AlertRule.destination_url == v),
     ),
 }
 SERVER_FILLED = {
@@ -71,6 +89,20 @@ SERVER_FILLED = {
     "users.email": "set by `deltaflow users create` only, bounded by normalise_email (tests/console/test_users.py)",
     "users.password_hash": "an argon2 hash (~100 characters)",
     "users.role": "a ConsoleRole value",
+    "alert_rules.venue": "the schema's max length, then it must name a configured feed's venue (else 422)",
+    "alert_rules.symbol": "the schema's max length, then it must name a configured feed's symbol (else 422)",
+    "alert_rules.timeframe": "one of the supported timeframes (an enum in the schema)",
+    "alert_rules.frequency": "a Frequency value",
+    "alert_rules.destination_type": "webhook | url | none (the destination's discriminator)",
+    "alert_events.rule_name": "copied from the rule (alert_rules.name, bounded)",
+    "alert_events.venue": "copied from the rule",
+    "alert_events.symbol": "copied from the rule",
+    "alert_events.timeframe": "copied from the rule",
+    "alert_market_cursors.venue": "copied from the market's rules",
+    "alert_market_cursors.symbol": "copied from the market's rules",
+    "alert_market_cursors.timeframe": "copied from the market's rules",
+    "webhook_deliveries.message_id": "msg_ + 32 hex characters, generated",
+    "webhook_deliveries.url": "copied from the rule's destination URL (bounded by the rule's schema)",
 }
 
 
@@ -89,7 +121,7 @@ def test_every_bounded_string_column_is_classified() -> None:
 
 
 def _value(column: str, length: int) -> str:
-    return _url_of_length(length) if column.endswith(".url") else "n" * length
+    return _url_of_length(length) if column.endswith("url") else "n" * length
 
 
 @pytest.mark.parametrize("column", sorted(CLIENT_COLUMNS))

@@ -29,7 +29,7 @@ async def test_create_shows_the_secret_once_and_lists_only_prefix_and_last_four(
     assert secret.startswith("dfk_")
     assert body["prefix"] == secret[:8]
     assert body["last_four"] == secret[-4:]
-    assert body["scopes"] == ["market:read", "signals:read"]
+    assert body["scopes"] == ["alerts:read", "market:read", "signals:read"]
     expires = datetime.fromisoformat(body["expires_at"])
     assert timedelta(days=89, hours=23) < expires - datetime.now(UTC) <= timedelta(days=90)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -14,6 +15,9 @@ from httpx import AsyncClient
 
 from app.auth.policy import compile_policy
 from app.auth.scopes import ROLE_SCOPES, Role
+from tests.alerts.conftest import insert_rule, rule_body
+from tests.alerts.history_fixtures import insert_event
+from tests.alerts.outbox import add_event
 from tests.keys.conftest import IssuedKey, MakeKey
 from tests.trading.test_markets import seed_feed
 
@@ -25,6 +29,8 @@ class Call:
 
 
 Factory = Callable[[MakeKey, IssuedKey, str], Awaitable[Call]]
+# The app under test, for factories whose resource is not a key (an alert rule is inserted into its database).
+APP_UNDER_TEST: list[FastAPI] = []
 
 
 async def _target_key(make_key: MakeKey, caller: IssuedKey, tenant: str) -> uuid.UUID:
@@ -130,6 +136,59 @@ async def _signals_batch(make_key: MakeKey, caller: IssuedKey, tenant: str) -> C
     return Call("/v1/signals/batch", {"items": [{"venue": "binance", "symbol": "BTCUSDT", "timeframe": "1m"}]})
 
 
+async def _create_alert(make_key: MakeKey, caller: IssuedKey, tenant: str) -> Call:
+    return Call("/v1/alerts", rule_body())
+
+
+async def _list_alerts(make_key: MakeKey, caller: IssuedKey, tenant: str) -> Call:
+    return Call("/v1/alerts")
+
+
+def _alert(json: Any = None) -> Factory:
+    async def factory(make_key: MakeKey, caller: IssuedKey, tenant: str) -> Call:
+        owner = await make_key(Role.READER, tenant=tenant)
+        return Call(f"/v1/alerts/{await insert_rule(APP_UNDER_TEST[0], owner.tenant_id)}", json)
+
+    return factory
+
+
+async def _redeliver(make_key: MakeKey, caller: IssuedKey, tenant: str) -> Call:
+    owner = await make_key(Role.READER, tenant=tenant)
+    event_id, _ = await add_event(APP_UNDER_TEST[0], owner.tenant_id)
+    return Call(f"/v1/alerts/events/{event_id}/redeliver")
+
+
+async def _recover(make_key: MakeKey, caller: IssuedKey, tenant: str) -> Call:
+    since = (datetime.now(UTC) - timedelta(days=1)).isoformat().replace("+00:00", "Z")
+    return Call(f"/v1/webhook/recover?since={since}")
+
+
+async def _list_alert_events(make_key: MakeKey, caller: IssuedKey, tenant: str) -> Call:
+    return Call("/v1/alerts/events")
+
+
+async def _alert_event(make_key: MakeKey, caller: IssuedKey, tenant: str) -> Call:
+    owner = await make_key(Role.READER, tenant=tenant)
+    event = await insert_event(APP_UNDER_TEST[0], owner.tenant_id, created_at=datetime.now(UTC))
+    return Call(f"/v1/alerts/events/{event.id}")
+
+
+async def _alert_stream(make_key: MakeKey, caller: IssuedKey, tenant: str) -> Call:
+    # Resumed after an event with one more recorded: the stream sends that one and ends (max_events=1).
+    now = datetime.now(UTC)
+    seen = await insert_event(APP_UNDER_TEST[0], caller.tenant_id, created_at=now - timedelta(minutes=1))
+    await insert_event(APP_UNDER_TEST[0], caller.tenant_id, created_at=now)
+    return Call(f"/v1/alerts/stream?last_event_id={seen.id}&max_events=1")
+
+
+async def _alert_test(make_key: MakeKey, caller: IssuedKey, tenant: str) -> Call:
+    return Call("/v1/alerts/test", rule_body(timeframe="1m"))
+
+
+async def _track_record(make_key: MakeKey, caller: IssuedKey, tenant: str) -> Call:
+    return Call("/v1/signals/binance/BTCUSDT/track-record?timeframe=1m&horizon=4")
+
+
 def _analysis(module: str, query: str = "") -> Factory:
     async def factory(make_key: MakeKey, caller: IssuedKey, tenant: str) -> Call:
         return Call(f"/v1/analysis/binance/BTCUSDT/{module}?timeframe=1m{query}")
@@ -164,6 +223,7 @@ REQUESTS: dict[tuple[str, str], tuple[Factory, bool]] = {
     ("GET", "/v1/signals/{venue}/{symbol}"): (_signals, False),
     ("POST", "/v1/signals/batch"): (_signals_batch, False),
     ("GET", "/v1/signals/{venue}/{symbol}/stream"): (_signal_stream, False),
+    ("GET", "/v1/signals/{venue}/{symbol}/track-record"): (_track_record, False),
     **{
         ("GET", f"/v1/analysis/{{venue}}/{{symbol}}/{module}"): (_analysis(module, "&swing_length=2"), False)
         for module in ("cvd", "smc", "fibonacci")
@@ -171,6 +231,17 @@ REQUESTS: dict[tuple[str, str], tuple[Factory, bool]] = {
     ("GET", "/v1/analysis/{venue}/{symbol}/orderflow"): (_analysis("orderflow", "&profile_rows=10"), False),
     ("GET", "/v1/analysis/{venue}/{symbol}/indicators"): (_analysis("indicators", "&rsi_period=7"), False),
     ("GET", "/v1/analysis/{venue}/{symbol}/{module}"): (_analysis("vwap"), False),
+    ("POST", "/v1/alerts"): (_create_alert, False),
+    ("GET", "/v1/alerts"): (_list_alerts, False),
+    ("GET", "/v1/alerts/{rule_id}"): (_alert(), True),
+    ("PATCH", "/v1/alerts/{rule_id}"): (_alert({"enabled": False}), True),
+    ("DELETE", "/v1/alerts/{rule_id}"): (_alert(), True),
+    ("GET", "/v1/alerts/events"): (_list_alert_events, False),
+    ("GET", "/v1/alerts/events/{event_id}"): (_alert_event, True),
+    ("GET", "/v1/alerts/stream"): (_alert_stream, False),
+    ("POST", "/v1/alerts/test"): (_alert_test, False),
+    ("POST", "/v1/alerts/events/{event_id}/redeliver"): (_redeliver, True),
+    ("POST", "/v1/webhook/recover"): (_recover, False),
 }
 # Routes whose success for a role holding the scopes is not a 2xx: the catch-all after the five analysis modules
 # only ever answers an unknown module.
@@ -201,6 +272,7 @@ def test_every_v1_route_is_in_the_matrix(app: FastAPI) -> None:
 @pytest.mark.parametrize("role", list(Role))
 async def test_role_route_matrix(client: AsyncClient, app: FastAPI, make_key: MakeKey, role: Role) -> None:
     rules = {(method, rule.path): rule for rule in compile_policy(app.routes) for method in rule.methods}
+    APP_UNDER_TEST[:] = [app]
     await seed_feed(app.state.redis)
     mismatches: list[str] = []
     for (method, path), (factory, tenant_owned) in REQUESTS.items():

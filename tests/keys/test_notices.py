@@ -1,9 +1,7 @@
-"""Expiry notices (14/7/1 days, once each) and signed webhook delivery with retries and backoff."""
+"""Expiry notices (14/7/1 days, once each) and their Standard Webhooks delivery with retries on the schedule."""
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -12,12 +10,13 @@ import orjson
 from fastapi import FastAPI
 from httpx import AsyncClient
 from sqlalchemy import select
+from standardwebhooks import Webhook
 
 from app.auth.scopes import Role
 from app.config import Settings
 from app.keys.jobs import ExpiryNotices
 from app.models import AuditEvent, KeyExpiryNotice, WebhookDelivery
-from app.tenants.webhooks import WebhookDeliverer
+from app.webhooks.deliverer import WebhookDeliverer
 from tests.helpers import http_receiver
 from tests.keys.conftest import IssuedKey, MakeKey
 
@@ -38,12 +37,6 @@ async def _set_webhook(client: AsyncClient, admin: IssuedKey, url: str) -> str:
     assert response.status_code == 200
     secret: str = response.json()["signing_secret"]
     return secret
-
-
-def _verify(secret: str, signature: str, body: bytes) -> bool:
-    parts = dict(part.split("=", 1) for part in signature.split(","))
-    expected = hmac.new(secret.encode(), f"{parts['t']}.".encode() + body, hashlib.sha256).hexdigest()
-    return hmac.compare_digest(expected, parts["v1"])
 
 
 async def _rows(app: FastAPI, model: type[Any], **filters: object) -> list[Any]:
@@ -79,7 +72,7 @@ async def test_each_threshold_fires_once_with_a_signed_webhook(
     for request in received:
         assert request.path == "/hooks/deltaflow"
         assert request.headers["deltaflow-event"] == "api_key.expiring"
-        assert _verify(secret, request.headers["deltaflow-signature"], request.body)
+        Webhook(secret).verify(request.body, request.headers)  # the spec's own library: raises if invalid
         assert orjson.loads(request.body)["key_id"] == str(expiring.key_id)
     audits = await _rows(app, AuditEvent, action="key.expiry_notice")
     assert len(audits) == 3
@@ -108,7 +101,7 @@ async def test_revoked_and_far_keys_get_no_notice(
     assert await ExpiryNotices(settings, app.state.session_factory).run_once() == 0
 
 
-async def test_a_failing_webhook_is_retried_with_backoff_and_attempts_are_recorded(
+async def test_a_failing_webhook_is_retried_on_the_schedule_and_attempts_are_recorded(
     client: AsyncClient, app: FastAPI, settings: Settings, make_key: MakeKey
 ) -> None:
     clock = Clock()
@@ -122,26 +115,26 @@ async def test_a_failing_webhook_is_retried_with_backoff_and_attempts_are_record
         assert await deliverer.run_once() == 1  # 500
         (row,) = await _rows(app, WebhookDelivery)
         assert (row.attempts, row.status, row.last_status_code) == (1, "pending", 500)
-        assert row.next_attempt_at == clock.now + deliverer.backoff(1)
-        assert await deliverer.run_once() == 0, "not due before the backoff elapses"
-        clock.advance(seconds=deliverer.backoff(1).total_seconds())
-        assert await deliverer.run_once() == 1  # 503
+        schedule = settings.webhook_retry_schedule_seconds
+        assert row.next_attempt_at == clock.now + timedelta(seconds=schedule[1])
+        assert await deliverer.run_once() == 0, "not due before the schedule's delay elapses"
+        clock.advance(seconds=schedule[1])
+        assert await deliverer.run_once() == 1  # 503 (no Retry-After: the schedule alone)
         (row,) = await _rows(app, WebhookDelivery)
-        assert row.next_attempt_at == clock.now + deliverer.backoff(2)
-        assert deliverer.backoff(2) == 2 * deliverer.backoff(1)
-        clock.advance(seconds=deliverer.backoff(2).total_seconds())
+        assert row.next_attempt_at == clock.now + timedelta(seconds=schedule[2])
+        clock.advance(seconds=schedule[2])
         assert await deliverer.run_once() == 1  # 200
     (row,) = await _rows(app, WebhookDelivery)
     assert (row.attempts, row.status, row.last_status_code) == (3, "delivered", 200)
     assert len(received) == 3
-    assert len({r.headers["deltaflow-delivery"] for r in received}) == 1, "one delivery id across retries"
+    assert {r.headers["webhook-id"] for r in received} == {row.message_id}, "one webhook-id across retries"
 
 
 async def test_delivery_gives_up_after_the_attempt_limit(
     client: AsyncClient, app: FastAPI, settings: Settings, make_key: MakeKey
 ) -> None:
     clock = Clock()
-    limited = settings.model_copy(update={"webhook_max_attempts": 2})
+    limited = settings.model_copy(update={"webhook_retry_schedule_seconds": (0.0, 60.0)})  # two attempts
     admin = await make_key(Role.ADMIN)
     await make_key(Role.READER, expires_at=clock.now + timedelta(hours=5))
     async with http_receiver([500]) as (url, _received), httpx.AsyncClient() as http:

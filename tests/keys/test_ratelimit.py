@@ -18,7 +18,7 @@ from app.auth.ratelimit import RateLimiter, RateLimitPolicy, bucket_key
 from app.auth.scopes import Role
 from app.config import Settings
 from app.core.errors import PROBLEM_MEDIA_TYPE
-from app.core.redis import create_redis
+from app.core.redis import RedisClient, create_redis
 from app.main import create_app
 from tests.conftest import make_settings
 from tests.helpers import free_port, running
@@ -28,7 +28,7 @@ NO_REFILL = 0.001  # one token per 1 000 s: counts in these tests are exact
 
 
 @pytest.fixture(params=["redis", "memory"])
-async def redis(request: pytest.FixtureRequest, redis_client: Redis) -> AsyncIterator[Redis]:
+async def redis(request: pytest.FixtureRequest, redis_client: Redis) -> AsyncIterator[RedisClient]:
     """The real test Redis and the embedded one: the Lua lease runs on both."""
     if request.param == "redis":
         yield redis_client

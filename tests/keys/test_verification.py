@@ -14,7 +14,7 @@ from httpx import AsyncClient
 from redis.asyncio import Redis
 
 from app.auth.scopes import Role
-from app.auth.verifier import KeyRecord, KeyVerifier, cache_key
+from app.auth.verifier import KeyRecord, KeyVerifier, cache_key, generation_key
 from app.config import Settings
 from app.core.security import generate_api_key
 from app.keys.admin import ensure_tenant, issue_key
@@ -57,7 +57,7 @@ async def test_a_stale_read_cannot_recache_a_key_just_revoked(
     reader = await make_key(Role.READER)
     verifier = app.state.key_verifier
     key_hash = verifier.hash(reader.secret)
-    generation_seen = await redis_client.get(f"auth:gen:{key_hash}")
+    generation_seen = await redis_client.get(generation_key(key_hash))
     stale_record = await verifier._from_database(key_hash, 1e12, True)  # read while still valid
     assert (await client.post(f"/v1/keys/{reader.key_id}/revoke", headers=admin.headers)).status_code == 200
     stored = await verifier._store_in_redis(key_hash, stale_record, generation_seen)

@@ -56,7 +56,9 @@ async def test_bars_missed_or_cut_by_a_reconnect_are_repaired_from_klines(redis_
             mock.refusing = True
             mock.drop_all()
             outage_from = clock()
-            await wait_for(lambda: clock() >= outage_from + 2 * MIN + 30_000)  # two and a half minutes
+            # Three and a half minutes: from anywhere in a minute's second to last 40 s, at least two whole
+            # minutes pass without a connection (two and a half left one when the drop came early in a minute).
+            await wait_for(lambda: clock() >= outage_from + 3 * MIN + 30_000)
             mock.refusing = False
             outage_to = clock()
             await wait_for(lambda: clock() >= outage_to + 2 * MIN)

@@ -11,7 +11,7 @@ import pytest
 from redis.asyncio import Redis
 from redis.crc import key_slot
 
-from app.core.redis import create_redis
+from app.core.redis import RedisClient, create_redis
 from app.market.aggregation import Bar, FootprintLevel
 from app.market.book import OrderBook
 from app.market.events import BUY, SELL, BookSnapshot, Liquidation, Trade
@@ -45,7 +45,7 @@ def redis_url(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-async def redis(redis_url: str) -> AsyncIterator[Redis]:
+async def redis(redis_url: str) -> AsyncIterator[RedisClient]:
     client = create_redis(make_settings(redis_url=redis_url))
     try:
         yield client

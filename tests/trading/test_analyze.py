@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+from concurrent.futures import ProcessPoolExecutor
+from types import SimpleNamespace
 from typing import Any
 
 import orjson
@@ -11,6 +14,7 @@ from httpx import AsyncClient, Response
 from app.analytics import AnalysisParams, Candles, CvdParams, OrderflowParams, SmcParams, Trades, analyze
 from app.analytics.signals import COMPONENTS
 from app.config import Settings
+from app.trading.service import shared_runner
 from tests.trading.conftest import MINUTE_MS, START_MS, candle_rows, signals_client_with, trade_rows
 
 GOLDEN: dict[str, Any] = {"t": START_MS, "o": 100, "h": 110, "l": 95, "c": 106, "v": 1000, "taker_buy_v": 620}
@@ -182,7 +186,7 @@ SHAPE_CASES = {
     "fractional time": (_mutated(4, t=1.5), "#/candles/4/t", "int_type"),
     "unknown key": (_mutated(0, volume=3), "#/candles/0/volume", "extra_forbidden"),
     "candle not an object": ({"candles": [1, 2]}, "#/candles/0", "model_type"),
-    "candles not a list": ({"candles": {"t": 1}}, "#/candles", "list_type"),
+    "candles neither array nor object": ({"candles": 5}, "#/candles", "list_type"),
     "no candles": ({"modules": ["cvd"]}, "#/candles", "missing"),
     "unknown module": ({"candles": candle_rows(3), "modules": ["astrology"]}, "#/modules/0", "literal_error"),
     "trade side": ({"candles": candle_rows(3), "trades": [{"t": 1, "p": 1, "q": 1, "side": "BUY"}]},
@@ -290,10 +294,15 @@ async def test_openapi_documents_the_body_and_the_scope(signals_client: AsyncCli
     schema = (await signals_client.get("/openapi.json")).json()
     operation = schema["paths"]["/v1/analyze"]["post"]
     body_schema = operation["requestBody"]["content"]["application/json"]["schema"]
-    candle = body_schema["properties"]["candles"]["items"]
-    assert {"t", "o", "h", "l", "c", "v", "taker_buy_v"} <= set(candle["properties"])
+    rows, columns = body_schema["properties"]["candles"]["anyOf"]
+    assert {"t", "o", "h", "l", "c", "v", "taker_buy_v"} <= set(rows["items"]["properties"])
+    assert columns["properties"]["c"]["type"] == "array"
     assert "$defs" not in orjson.dumps(body_schema).decode()
-    assert {"422", "413"} <= set(operation["responses"])
+    assert {"406", "413", "415", "422"} <= set(operation["responses"])
+    arrow = "application/vnd.apache.arrow.stream"
+    assert operation["requestBody"]["content"][arrow]["schema"]["format"] == "binary"
+    assert arrow in operation["responses"]["200"]["content"]
+    assert {"rows", "columnar"} == set(operation["parameters"][0]["schema"]["enum"])
     assert all(scopes == ["signals:read"] for alternative in operation["security"] for scopes in alternative.values())
 
 
@@ -302,3 +311,20 @@ async def test_a_bar_flagged_partial_by_get_candles_can_be_posted_back(signals_c
     rows[0]["partial"] = True  # the first bar of a session whose repair failed (GET /v1/candles flags it)
     response = await post(signals_client, {"candles": rows})
     assert response.status_code == 200, response.text
+
+
+async def test_a_served_process_starts_its_analysis_workers_at_start_up(settings: Settings) -> None:
+    """`deltaflow serve` forks every analysis worker in the background as it starts, so the first signal does not
+    wait for one; an app built for tests starts none until it is used."""
+    state = SimpleNamespace(served=True)
+    async with shared_runner(state, settings.model_copy(update={"analyze_workers": 2})) as runner:
+        for _ in range(400):  # forked by the background start-up task, without any call
+            executor = runner._executor
+            if isinstance(executor, ProcessPoolExecutor) and len(executor._processes) == 2:
+                break
+            await asyncio.sleep(0.05)
+        else:
+            pytest.fail("the workers were not started")
+    async with shared_runner(SimpleNamespace(), settings) as idle:
+        await asyncio.sleep(0.05)
+        assert idle._executor is None

@@ -138,6 +138,19 @@ async def test_the_export_streams_every_matching_call(
     assert [row["request_id"] for row in rows] == [f"export-{i}" for i in reversed(range(5))]
 
 
+@pytest.mark.parametrize("path", ["/v1/usage/calls", "/v1/usage/calls/export"])
+async def test_a_control_character_in_the_route_filter_is_a_422_before_any_body(
+    client: AsyncClient, make_key: MakeKey, path: str
+) -> None:
+    """A NUL reached Postgres (which refuses it in text) after the export's response had started: the client got
+    a broken chunked stream (found by schemathesis). It is refused up front, as every other bad filter is."""
+    admin = await make_key(Role.ADMIN)
+    params = {"route": "/v1/me\x00", **({"format": "csv"} if path.endswith("export") else {})}
+    response = await client.get(path, params=params, headers=admin.headers)
+    assert response.status_code == 422, response.text
+    assert response.json()["errors"][0]["parameter"] == "route"
+
+
 async def test_a_full_buffer_drops_and_counts_never_blocks(settings: Settings, make_key: MakeKey) -> None:
     app = create_app(settings.model_copy(update={"call_log_max_pending": 2}))
     async with running(app) as client:

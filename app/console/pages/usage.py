@@ -20,6 +20,7 @@ from app.console.web import ConsoleUser, current_user, operator_tenant, render
 from app.core.deps import DbSession, SettingsDep
 from app.core.errors import AppError
 from app.tenants.repository import list_tenants
+from app.usage.cache import USAGE_CACHE_STATE
 from app.usage.repository import UsageGrouping
 from app.usage.schemas import UsageReport
 from app.usage.service import UsageService
@@ -66,7 +67,8 @@ async def usage_page(request: Request, db: DbSession, settings: SettingsDep) -> 
         # Each grouping on a connection of its own, all three at once: the aggregates over a long range are the
         # page's cost, and the database runs them in parallel (measured in bench/bench_console.py).
         async with sessions() as own:
-            return await UsageService(own, settings).report(
+            service = UsageService(own, settings, cache=getattr(request.app.state, USAGE_CACHE_STATE, None))
+            return await service.report(
                 user.actor, start=start, end=end, group_by=group, key_id=key_id, tenant_id=tenant_id
             )
 

@@ -69,7 +69,9 @@ async def page(
     query = select(ApiCall).where(*_conditions(where))  # type: ignore[arg-type]
     if after is not None:
         at, call_id = after
-        query = query.where(or_(ApiCall.at < at, and_(ApiCall.at == at, ApiCall.id < call_id)))
+        # `at <= :at` first: a bound the (tenant, at, id) index can seek to; the OR alone would make the planner
+        # walk the tenant's calls from the newest (measured: p95 ~1 s for a busy tenant at 10M calls).
+        query = query.where(ApiCall.at <= at, or_(ApiCall.at < at, and_(ApiCall.at == at, ApiCall.id < call_id)))
     query = query.order_by(ApiCall.at.desc(), ApiCall.id.desc()).limit(limit)
     return (await session.execute(query)).scalars().all()
 

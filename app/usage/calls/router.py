@@ -14,7 +14,7 @@ from app.auth.policy import require
 from app.auth.scopes import Scope
 from app.core.deps import DbSession, SettingsDep
 from app.core.pagination import CursorParam
-from app.core.schemas import problem_responses
+from app.core.schemas import NO_CONTROL_CHARACTERS, problem_responses
 from app.keys.router import ActorDep
 from app.usage.calls.repository import CallFilter
 from app.usage.calls.schemas import CallPage, CallRead
@@ -37,7 +37,14 @@ async def call_filter(
     until: Annotated[datetime | None, Query(alias="to", description="Calls before (ISO 8601).")] = None,
     key_id: Annotated[uuid.UUID | None, Query(description="Only this key's calls.")] = None,
     route: Annotated[
-        str | None, Query(max_length=200, description="A route template, e.g. `/v1/signals/{venue}/{symbol}`.")
+        str | None,
+        # No control characters: a NUL would reach Postgres (which refuses it in text) only once an export's
+        # response had started, breaking the stream instead of answering 422.
+        Query(
+            max_length=200,
+            pattern=NO_CONTROL_CHARACTERS,
+            description="A route template, e.g. `/v1/signals/{venue}/{symbol}`.",
+        ),
     ] = None,
     status: Annotated[int | None, Query(ge=100, le=599, description="Only calls answered with this status.")] = None,
     min_latency_ms: Annotated[float | None, Query(ge=0, le=3_600_000, description="At least this slow.")] = None,

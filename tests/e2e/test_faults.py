@@ -82,6 +82,12 @@ class Topology:
         return errors + [str(e) for e in slow[-10:]]
 
 
+def _explain(stats: PollStats, topology: Topology) -> str:
+    """A failure message pytest prints whole (it shortens the repr of a tuple, and with it nginx's reason)."""
+    lines = [f"statuses {dict(stats.statuses)}, transport errors {dict(stats.transport_errors)}"]
+    return "\n".join(lines + [str(bad)[:300] for bad in stats.bad[:5]] + topology.nginx_errors())
+
+
 def _asyncpg_dsn(url: str) -> str:
     return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
@@ -189,7 +195,7 @@ async def test_kill_9_of_an_api_process_fails_no_request_and_streams_resume_with
     finally:
         await asyncio.to_thread(topology.restart_server, 0)  # the next tests need both instances
     assert stats.requests > 50, stats.requests  # load existed (the machine may be slow)
-    assert stats.failures() == 0, (stats.statuses, stats.transport_errors, stats.bad, topology.nginx_errors())
+    assert stats.failures() == 0, _explain(stats, topology)
     assert sum(s.resumed for s in streams) > 0, "some streams were cut by the kill and resumed"
     for stream in streams:
         assert not stream.refused, (stream.path, stream.refused)
@@ -214,7 +220,7 @@ async def test_rolling_restart_of_every_api_process_fails_no_request(topology: T
             # out, as a deploy must, or both instances could be skipped at once.
             await asyncio.sleep(3)
     assert stats.requests > 50, stats.requests  # load existed (the machine may be slow)
-    assert stats.failures() == 0, (stats.statuses, stats.transport_errors, stats.bad, topology.nginx_errors())
+    assert stats.failures() == 0, _explain(stats, topology)
     assert all(not s.refused for s in streams), [s.refused for s in streams]
     assert sum(s.resumed for s in streams) > 0, "the drained instances ended their streams; clients resumed"
     for stream in streams:

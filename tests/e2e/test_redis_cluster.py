@@ -102,6 +102,9 @@ def _settings(cluster: LocalRedisCluster, postgres_url: str, mock: MockExchange,
         signal_bars=200,
         analyze_workers=0,  # signals computed in a thread: no worker processes on the shared machine
         background_jobs=False,
+        # The readiness assertion is about pinging every master, not about probe latency: on a saturated CI
+        # machine the database check once took 834 ms against the default 500 ms cut-off.
+        readiness_check_timeout_seconds=10.0,
     )
 
 

@@ -8,7 +8,7 @@ modules ran.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from app.analytics.cvd import BarDelta, CvdParams, CvdResult, bar_delta, compute_cvd
@@ -149,13 +149,19 @@ def analyze(
         results["orderflow"] = compute_orderflow(
             candles, trades, op, liquidations=liquidations, deltas=shared.deltas, atr=shared.atr(op.atr_period)
         )
-    signal = compute_signal(candles, shared.atr(p.indicators.atr_period), p.signal, **results)
-    return AnalysisResult(
+    signal_atr = shared.atr(p.indicators.atr_period)
+    result = AnalysisResult(
         interval_ms=candles.interval_ms,
         bar_count=len(candles),
         first_open_time=int(candles.open_time[0]),
         last_close_time=int(candles.close_time[-1]),
         modules=names,
-        signal=signal,
+        signal=compute_signal(candles, signal_atr, p.signal, **results),
         **results,
     )
+    if p.signal.calibrated:
+        # Imported here: the learned signal builds on the series package, which runs this module's analyze.
+        from app.analytics.learned import calibrated_signal  # noqa: PLC0415
+
+        result = replace(result, signal=calibrated_signal(candles, result, p, signal_atr))
+    return result

@@ -26,6 +26,9 @@ nearest ``max_targets`` prices at least ``min_target_atr · ATR`` above entry am
 opposing liquidity not yet swept (swing highs, equal highs, previous day/week highs); levels at the same price
 merge into one target naming every source. ``risk_reward`` uses the first target. With ``account_equity`` and
 ``risk_pct`` (percent of equity risked) the position size is ``equity · risk_pct / 100 / |entry - stop|``.
+
+With ``calibrated`` (opt-in) the bias and confidence come from a model learned on the same bars instead of the
+threshold and the heuristic above (``learned.py``); components, score and the level rules stay as they are.
 """
 
 from __future__ import annotations
@@ -41,6 +44,8 @@ from app.analytics.cvd import CvdResult
 from app.analytics.events import EventTable
 from app.analytics.fibonacci import FibonacciResult
 from app.analytics.indicators import IndicatorResult
+from app.analytics.model.calibrated import ModelParams
+from app.analytics.model.verdict import ModelVerdict
 from app.analytics.orderflow import OrderflowResult
 from app.analytics.smc import SmcResult
 from app.analytics.types import Candles, FloatArray, json_float
@@ -75,6 +80,9 @@ class SignalParams:
     # 10^15 is beyond any account in any quote currency; the bound only keeps the position size finite.
     account_equity: float | None = bounded(None, gt=0, le=10**15)
     risk_pct: float | None = bounded(None, gt=0, le=100)
+    # Opt-in: bias and confidence from the calibrated model (``learned.py``), learned from the analysed bars only.
+    calibrated: bool = False
+    model: ModelParams = field(default_factory=ModelParams)
 
     def __post_init__(self) -> None:
         check_bounds(self)
@@ -131,9 +139,10 @@ class Signal:
     confidence: float
     components: tuple[Component, ...]
     levels: Levels | None
+    model: ModelVerdict | None = None  # set when the bias and confidence are the calibrated model's
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        result = {
             "open_time": self.open_time,
             "close_time": self.close_time,
             "bias": self.bias,
@@ -142,6 +151,9 @@ class Signal:
             "components": [component.to_dict() for component in self.components],
             "levels": None if self.levels is None else self.levels.to_dict(),
         }
+        if self.model is not None:
+            result["model"] = self.model.to_dict()
+        return result
 
 
 def _inside(events: EventTable, price: float, direction: int) -> bool:
@@ -310,24 +322,7 @@ def compute_signal(
     agreeing = sum(c.weight for c in components if sign != 0 and np.sign(c.score) == sign)
     confidence = abs(score) * (agreeing / used_weight if used_weight else 0.0) * (used_weight / total_weight)
     bias = 1 if score >= p.bias_threshold else -1 if score <= -p.bias_threshold else 0
-    levels = None
-    last_atr = float(atr[-1])
-    if bias and math.isfinite(last_atr):
-        stop, stop_reason = _stop(bias, close, last_atr, p, smc)
-        targets = tuple(_targets(bias, close, p.min_target_atr * last_atr, smc, fibonacci)[: p.max_targets])
-        risk = abs(close - stop)
-        reward = abs(targets[0].price - close) if targets else None
-        size = None
-        if p.account_equity is not None and p.risk_pct is not None:
-            size = position_size(p.account_equity, p.risk_pct, close, stop)
-        levels = Levels(
-            entry=close,
-            stop=stop,
-            stop_reason=stop_reason,
-            targets=targets,
-            risk_reward=json_float(reward / risk) if reward is not None and risk > 0 else None,
-            position_size=size,
-        )
+    levels = signal_levels(bias, close, float(atr[-1]), p, smc, fibonacci)
     return Signal(
         open_time=int(candles.open_time[-1]),
         close_time=int(candles.close_time[-1]),
@@ -336,6 +331,30 @@ def compute_signal(
         confidence=float(np.clip(confidence, 0, 1)),
         components=components,
         levels=levels,
+    )
+
+
+def signal_levels(
+    bias: int, close: float, last_atr: float, p: SignalParams, smc: SmcResult | None, fibonacci: FibonacciResult | None
+) -> Levels | None:
+    """Entry, stop and targets of a long (``bias`` 1) or short (-1) at ``close``; None when neutral or the ATR is
+    still warming up."""
+    if not bias or not math.isfinite(last_atr):
+        return None
+    stop, stop_reason = _stop(bias, close, last_atr, p, smc)
+    targets = tuple(_targets(bias, close, p.min_target_atr * last_atr, smc, fibonacci)[: p.max_targets])
+    risk = abs(close - stop)
+    reward = abs(targets[0].price - close) if targets else None
+    size = None
+    if p.account_equity is not None and p.risk_pct is not None:
+        size = position_size(p.account_equity, p.risk_pct, close, stop)
+    return Levels(
+        entry=close,
+        stop=stop,
+        stop_reason=stop_reason,
+        targets=targets,
+        risk_reward=json_float(reward / risk) if reward is not None and risk > 0 else None,
+        position_size=size,
     )
 
 

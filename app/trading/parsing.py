@@ -133,7 +133,13 @@ def assemble(candles: Candles, trades: Trades | None, options: AnalyzeOptions) -
         evaluate = EvaluationParams(
             horizons=tuple(sorted(set(chosen.horizons))), fee_bps=chosen.fees_bps, slippage_bps=chosen.slippage_bps
         )
-    return AnalysisInput(candles, trades, modules, build_params(options.params), options.include_series, evaluate)
+    params = build_params(options.params)
+    if evaluate is not None and params.signal.calibrated:
+        # Its replay refits the model at every bar: ~5 ms a bar, minutes of CPU for a large body. The calibrated
+        # signal's out-of-sample record is what `deltaflow study` measures (docs/signal-study.md).
+        message = "evaluate replays the heuristic signal only: the calibrated one refits at every bar (see the study)"
+        raise BodyInvalid([error(("body", "params", "signal", "calibrated"), "value_error", message)])
+    return AnalysisInput(candles, trades, modules, params, options.include_series, evaluate)
 
 
 def _size(items: Any, name: str, limit: int, adapter: TypeAdapter[Any]) -> Sequence[Any]:

@@ -17,7 +17,9 @@ from numpy.typing import NDArray
 
 from app.analytics.engine import AnalysisParams, AnalysisResult, analyze, normalise_modules
 from app.analytics.indicators import atr as wilder_atr
+from app.analytics.model import walk_forward
 from app.analytics.series import components
+from app.analytics.series.features import forward_returns, model_features
 from app.analytics.series.levels import first_targets, stops
 from app.analytics.series.profile import value_area_series
 from app.analytics.signals import COMPONENTS
@@ -60,9 +62,15 @@ class SignalSeries:
         return column
 
 
-def _component_scores(
+def fibonacci_legs(candles: Candles, params: AnalysisParams) -> components.FibonacciLegs:
+    swings = detect_swings(candles.high, candles.low, params.fibonacci.swing_length)
+    return components.FibonacciLegs(swings, params.fibonacci, len(candles))
+
+
+def component_scores(
     candles: Candles, result: AnalysisResult, params: AnalysisParams, legs: components.FibonacciLegs | None
 ) -> dict[str, FloatArray]:
+    """Every component's score at every bar, for the modules that ran in ``result`` (a run over ``candles``)."""
     bars, close = len(candles), candles.close
     lookback = params.signal.lookback_bars
     since_index = np.maximum(0, np.arange(bars, dtype=np.int64) + 1 - lookback)
@@ -96,11 +104,8 @@ def signal_series(
     bars = len(candles)
     # One run over the whole series; its events are read "as of" every bar below.
     result = analyze(candles, modules=names, params=p)
-    legs = None
-    if "fibonacci" in names:
-        swings = detect_swings(candles.high, candles.low, p.fibonacci.swing_length)
-        legs = components.FibonacciLegs(swings, p.fibonacci, bars)
-    scores = _component_scores(candles, result, p, legs)
+    legs = fibonacci_legs(candles, p) if "fibonacci" in names else None
+    scores = component_scores(candles, result, p, legs)
     # compute_signal's sums, in its component order; a component that did not run adds nothing.
     used_weight = 0.0
     weighted = np.zeros(bars)
@@ -120,6 +125,11 @@ def signal_series(
     agreement = agreeing / used_weight if used_weight else np.zeros(bars)
     confidence = np.abs(score) * agreement * (used_weight / total_weight)
     bias = np.where(score >= sp.bias_threshold, 1, np.where(score <= -sp.bias_threshold, -1, 0)).astype(np.int8)
+    if sp.calibrated:
+        # The model refitted at every bar (stride 1), as analyze on each prefix fits it: one fit per bar.
+        predictions = walk_forward(model_features(scores, bars), forward_returns(candles, sp.model.horizon), sp.model)
+        bias = predictions.side
+        confidence = np.where(np.isfinite(predictions.probability), predictions.probability, 0.0)
     if result.indicators is not None:  # the engine's ATR for the levels, already computed with the indicators
         atr = result.indicators.atr
     else:

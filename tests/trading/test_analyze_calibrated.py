@@ -1,0 +1,61 @@
+"""`POST /v1/analyze` with the calibrated signal (`params.signal.calibrated`): the engine's answer with its `model`
+block, the model's parameters validated like every other parameter."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from httpx import AsyncClient
+
+from app.analytics import AnalysisParams, SignalParams, analyze
+from app.analytics.model import ModelParams
+from tests.trading.conftest import candle_rows
+from tests.trading.test_analyze import candles_of, json_roundtrip, post, problem
+
+MODEL = {"horizon": 12, "window": 300, "min_rows": 100}
+
+
+async def test_the_calibrated_signal_is_the_engines_with_its_model_block(signals_client: AsyncClient) -> None:
+    rows = candle_rows(400)
+    body = {"candles": rows, "params": {"signal": {"calibrated": True, "model": MODEL}}}
+    response = await post(signals_client, body)
+    assert response.status_code == 200, response.text
+    signal = response.json()["signal"]
+    params = AnalysisParams(signal=SignalParams(calibrated=True, model=ModelParams(**MODEL)))
+    assert signal == json_roundtrip(analyze(candles_of(rows), params=params).signal.to_dict())
+    model = signal["model"]
+    assert (model["horizon_bars"], model["window_bars"], model["fees_round_trip_bp"]) == (12, 300, 20.0)
+    assert model["calibration_rows"] > 100
+    assert signal["bias"] in {"long", "short", "neutral"}
+    assert model["reasons"]
+
+
+async def test_without_the_flag_the_signal_has_no_model_block(signals_client: AsyncClient) -> None:
+    response = await post(signals_client, {"candles": candle_rows(200), "params": {"signal": {"model": MODEL}}})
+    assert response.status_code == 200, response.text
+    assert "model" not in response.json()["signal"]
+
+
+MODEL_CASES: dict[str, tuple[dict[str, Any], str, str]] = {
+    "horizon out of range": ({"horizon": 0}, "#/params/signal/model/horizon", "value_error"),
+    "window too small": ({"window": 10}, "#/params/signal/model/window", "value_error"),
+    "unknown model parameter": ({"depth": 3}, "#/params/signal/model/depth", "extra_forbidden"),
+    "fees as text": ({"cost_per_side": "ten"}, "#/params/signal/model/cost_per_side", "float_parsing"),
+}
+
+
+@pytest.mark.parametrize(("model", "pointer", "code"), MODEL_CASES.values(), ids=MODEL_CASES.keys())
+async def test_a_bad_model_parameter_is_a_422_pointing_at_it(
+    signals_client: AsyncClient, model: dict[str, Any], pointer: str, code: str
+) -> None:
+    body = {"candles": candle_rows(3), "params": {"signal": {"calibrated": True, "model": model}}}
+    errors = problem(await post(signals_client, body), 422, "validation-failed")["errors"]
+    assert (errors[0]["pointer"], errors[0]["code"]) == (pointer, code)
+
+
+async def test_evaluating_the_calibrated_signal_is_refused_with_the_reason(signals_client: AsyncClient) -> None:
+    body = {"candles": candle_rows(300), "params": {"signal": {"calibrated": True}}, "evaluate": {}}
+    errors = problem(await post(signals_client, body), 422, "validation-failed")["errors"]
+    assert errors[0]["pointer"] == "#/params/signal/calibrated"
+    assert "refits at every bar" in errors[0]["detail"]

@@ -2,8 +2,9 @@
 learned, calibrated model of them does out of sample. Pure numpy, no I/O; ``deltaflow study`` writes the report.
 """
 
+from app.analytics.series.features import WARMUP_BARS
 from app.analytics.study.ic import InformationCoefficient, newey_west_t, rank_ic
-from app.analytics.study.inputs import WARMUP_BARS, StudyInputs, study_inputs
+from app.analytics.study.inputs import StudyInputs, study_inputs
 from app.analytics.study.resample import complete_buckets
 from app.analytics.study.run import HORIZONS, Trial, component_ics, configurations, deflate, keep, run_trial
 from app.analytics.study.scoring import ModelFigures, ReliabilityRow, score_predictions

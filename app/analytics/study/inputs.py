@@ -18,10 +18,9 @@ import numpy as np
 from app.analytics.evaluation import SignalSeries as EvaluatedSeries
 from app.analytics.evaluation import compute_outcomes
 from app.analytics.series import signal_series
+from app.analytics.series.features import WARMUP_BARS, model_features
 from app.analytics.signals import COMPONENTS
 from app.analytics.types import Candles, FloatArray
-
-WARMUP_BARS = 100
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -50,9 +49,8 @@ def study_inputs(candles: Candles, horizons: tuple[int, ...]) -> StudyInputs:
     )  # fmt: skip
     # Forward returns do not depend on the bias or on costs: neutral rows and zero cost read them plainly.
     outcomes = compute_outcomes(evaluated, horizons, 0.0)
-    features = np.column_stack([signals.component(name) for name in COMPONENTS])
+    features = model_features({name: signals.component(name) for name in COMPONENTS}, n)
     score = np.array(signals.score, dtype=np.float64)
-    features[:WARMUP_BARS] = np.nan
     score[:WARMUP_BARS] = np.nan
     return StudyInputs(
         bars=n,

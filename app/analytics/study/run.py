@@ -28,9 +28,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from app.analytics.model import DeflatedSharpe, ModelParams, deflated_sharpe, walk_forward
+from app.analytics.series.features import WARMUP_BARS
 from app.analytics.signals import COMPONENTS
 from app.analytics.study.ic import InformationCoefficient, rank_ic
-from app.analytics.study.inputs import WARMUP_BARS, StudyInputs
+from app.analytics.study.inputs import StudyInputs
 from app.analytics.study.scoring import ModelFigures, score_predictions
 
 HORIZONS = (1, 4, 12, 24)

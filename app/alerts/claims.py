@@ -7,7 +7,8 @@ bars on a Redis Cluster); ``<tf>`` the timeframe, ``<open>`` the closed bar's op
 - ``alerts:{v:s}:claim:<tf>:<open>``  STRING  the evaluating instance's token    PX ``alert_claim_ttl_seconds``
 - ``alerts:{v:s}:done:<tf>:<open>``   STRING  ``1`` once the close committed     EX ``alert_done_ttl_seconds``
 - ``alerts:{v:s}:snapshot:<tf>``      STRING  the last evaluated bar's snapshot  EX ``alert_snapshot_ttl_seconds``
-- ``alerts:rules:generation``         STRING  counter bumped by every rule write  one integer (its own bound)
+- ``alerts:rules:generations``        HASH    ``<venue>:<symbol>:<tf>`` → counter   one field per market that
+  bumped by every write of a rule of that market (a move bumps both)      ever had a rule (tiny)
 
 A claim is taken with ``SET NX PX`` unless the close is done (one script, one round trip); the holder marks the
 close done after its transaction committed and only then drops its claim. A holder that dies leaves a claim that
@@ -27,7 +28,7 @@ import orjson
 
 from app.core.redis import RedisClient
 
-GENERATION_KEY = "alerts:rules:generation"
+GENERATIONS_KEY = "alerts:rules:generations"
 
 # KEYS: done, claim. ARGV: token, claim TTL (ms). 0: done already; 1: claimed by this token; 2: held by another.
 _CLAIM = """
@@ -116,11 +117,21 @@ class Claims:
         await self.redis.set(key, orjson.dumps(document), ex=self._snapshot_ttl)
 
 
-async def generation(redis: RedisClient) -> int:
-    raw = await redis.get(GENERATION_KEY)
+def _field(market: tuple[str, str, str]) -> str:
+    return ":".join(market)
+
+
+async def generation(redis: RedisClient, market: tuple[str, str, str]) -> int:
+    """The market's rules generation (0 before any write)."""
+    raw = await redis.hget(GENERATIONS_KEY, _field(market))
     return int(raw) if raw is not None else 0
 
 
-async def bump_generation(redis: RedisClient) -> None:
-    """Tell every instance's rule cache that rules changed (AlertService calls it on create, update, delete)."""
-    await redis.incr(GENERATION_KEY)
+async def bump_generations(redis: RedisClient, markets: set[tuple[str, str, str]]) -> None:
+    """Tell every instance's rule cache that these markets' rules changed (AlertService calls it on create, update,
+    delete): only those markets are reparsed. One field per market, so an edit never recompiles the others (for
+    100 000 rules over 100 markets: one market's ~40 ms instead of every market's ~4 s of CPU)."""
+    async with redis.pipeline(transaction=False) as pipe:
+        for market in sorted(markets):
+            pipe.hincrby(GENERATIONS_KEY, _field(market), 1)
+        await pipe.execute()

@@ -161,10 +161,10 @@ class AlertEngine:
         venue, symbol, timeframe = market
         interval = TIMEFRAMES[timeframe]
         bar_ms = open_ms + interval
-        self.cache.check_generation(await generation(self.redis))
+        rules_generation = await generation(self.redis, market)  # before the state: a later bump reloads again
         async with self.sessions() as session:
             state = await repository.market_state(session, venue, symbol, timeframe)
-            rules = await self.cache.rules(session, market, state)
+            rules = await self.cache.rules(session, market, state, rules_generation)
         if not len(participants(rules, state, bar_ms)[0]):
             return []
         current_doc, current, previous = await self._snapshots(market, open_ms)
@@ -205,7 +205,6 @@ class AlertEngine:
     # ---- which markets, and when ------------------------------------------------------------------------------
 
     async def refresh_markets(self) -> None:
-        self.cache.check_generation(await generation(self.redis))
         async with self.sessions() as session:
             found = await repository.markets_with_rules(session)
         markets: dict[tuple[str, str], set[str]] = {}

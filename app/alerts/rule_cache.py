@@ -1,8 +1,8 @@
 """Each market's parsed rules, per process: parsing every condition at every close would cost more than evaluating
 it. Two invalidations, each covering the other's gap:
 
-- the rules' generation (`alerts:rules:generation`, bumped by AlertService on every create, update and delete): a
-  changed generation drops the whole cache at the next close or sweep;
+- the market's rules generation (a field of `alerts:rules:generations`, bumped by AlertService on every create,
+  update and delete of one of its rules): a changed generation reloads that market, and only it, at its next close;
 - the per-close state read, which lists every enabled rule of the market with its `updated_at`: a rule missing
   from the cache or cached with another `updated_at` (a write whose generation bump this process read before the
   write committed) reloads the market's rules from that same read's session.
@@ -85,27 +85,23 @@ def _compile(rows: Iterable[Any]) -> MarketRules:
 
 class RuleCache:
     def __init__(self) -> None:
-        self.generation = -1
-        self._markets: dict[Market, MarketRules] = {}
+        # Per market: the rules generation it was loaded at (read before the load), and its compiled rules.
+        self._markets: dict[Market, tuple[int, MarketRules]] = {}
         self.loads = 0  # market loads from the database (tests read it)
 
-    def check_generation(self, generation: int) -> None:
-        if generation != self.generation:
-            self._markets.clear()
-            self.generation = generation
-
-    async def rules(self, session: AsyncSession, market: Market, state: MarketState) -> MarketRules:
-        """The market's parsed and compiled rules, valid for `state` (read in `session` a moment ago). Rules whose
-        condition no longer parses are left out (they cannot fire), but their `updated_at` is kept, so they are
-        skipped without a reload at every close."""
+    async def rules(self, session: AsyncSession, market: Market, state: MarketState, generation: int) -> MarketRules:
+        """The market's parsed and compiled rules, valid for `state` (read in `session` a moment ago) and for the
+        market's rules `generation` (read before `state`). Rules whose condition no longer parses are left out (they
+        cannot fire), but their `updated_at` is kept, so they are skipped without a reload at every close."""
         cached = self._markets.get(market)
-        if cached is not None and cached.fresh(state):
-            return cached
+        if cached is not None and cached[0] == generation and cached[1].fresh(state):
+            return cached[1]
         self.loads += 1
         rows = await repository.rule_rows(session, *market)
         # In a thread: parsing and compiling 10 000 rules takes ~0.3 s of CPU, which would hold every request back
         # on the event loop; in a thread the interpreter switches to the loop every few milliseconds.
-        compiled = self._markets[market] = await asyncio.to_thread(_compile, rows)
+        compiled = await asyncio.to_thread(_compile, rows)
+        self._markets[market] = (generation, compiled)
         return compiled
 
     def forget(self, markets: Iterable[Market]) -> None:

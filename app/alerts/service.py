@@ -13,7 +13,7 @@ from redis.exceptions import RedisError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.alerts import repository
-from app.alerts.claims import bump_generation
+from app.alerts.claims import bump_generations
 from app.alerts.conditions import ConditionError, ConditionInvalid, parse_condition, to_json
 from app.alerts.evaluator import describe_stored
 from app.alerts.frequency import Frequency
@@ -174,13 +174,14 @@ class AlertService:
         if rule is None:  # pragma: no cover - inserted by this transaction a moment ago
             raise AlertRuleNotFound(f"Alert rule {rule_id} not found.")
         self._audit(actor, rule, "alert.created", {"name": rule.name, "market": _market(rule)})
-        await self._rules_changed()
+        await self._rules_changed({_market_key(rule)})
         return rule
 
     async def update(
         self, actor: Actor, rule_id: uuid.UUID, data: AlertRuleUpdate, tenant_id: uuid.UUID | None
     ) -> AlertRule:
         rule = await self.get(actor, rule_id, tenant_id)
+        market_before = _market_key(rule)
         # Only the members the client sent (the schema refuses null for all but `expires_at`).
         changes: dict[str, Any] = {name: getattr(data, name) for name in data.model_fields_set}
         errors: list[ConditionError] = []
@@ -212,7 +213,7 @@ class AlertService:
         rule.updated_at = self.clock()
         await self.session.flush()
         self._audit(actor, rule, "alert.updated", {"changed": changed, "fire_state_reset": reset})
-        await self._rules_changed()
+        await self._rules_changed({market_before, _market_key(rule)})
         return rule
 
     async def delete(self, actor: Actor, rule_id: uuid.UUID, tenant_id: uuid.UUID | None) -> None:
@@ -222,7 +223,7 @@ class AlertService:
         if not await repository.delete_rule(self.session, rule.tenant_id, rule.id):
             raise AlertRuleNotFound(f"Alert rule {rule_id} not found.")
         self._audit(actor, rule, "alert.deleted", details)
-        await self._rules_changed()
+        await self._rules_changed({_market_key(rule)})
 
     # --- checks ----------------------------------------------------------------------------------------------
 
@@ -287,12 +288,12 @@ class AlertService:
             return [ConditionError("#/expires_at", "must be in the future")]
         return []
 
-    async def _rules_changed(self) -> None:
-        """Bump the rules' generation: every instance's alert engine drops its parsed rules at its next close.
-        Bumped before the request commits; an engine that reloads in between still sees the rule's new
-        `updated_at` at a later close (app/alerts/rule_cache.py), so a lost or early bump only costs a reload."""
+    async def _rules_changed(self, markets: set[tuple[str, str, str]]) -> None:
+        """Bump these markets' rules generations: every instance's alert engine reparses their rules at its next
+        close of them. Bumped before the request commits; an engine that reloads in between still sees the rule's
+        new `updated_at` at a later close (app/alerts/rule_cache.py), so a lost or early bump only costs a reload."""
         with suppress(RedisError):
-            await bump_generation(self.redis)
+            await bump_generations(self.redis, markets)
 
     def _audit(self, actor: Actor, rule: AlertRule, action: str, details: dict[str, Any]) -> None:
         audit.record(
@@ -309,6 +310,10 @@ class AlertService:
 
 def _market(rule: AlertRule) -> str:
     return f"{rule.venue}:{rule.symbol}:{rule.timeframe}"
+
+
+def _market_key(rule: AlertRule) -> tuple[str, str, str]:
+    return rule.venue, rule.symbol, rule.timeframe
 
 
 def _destination_columns(destination: Destination) -> tuple[str, str | None]:

@@ -23,7 +23,7 @@ from redis.asyncio import Redis
 from sqlalchemy import select, update
 
 from app.alerts import firing_repository
-from app.alerts.claims import ClaimOutcome, claim_key, done_key
+from app.alerts.claims import ClaimOutcome, claim_key, done_key, generation
 from app.alerts.engine import AlertEngine
 from app.alerts.evaluator import BarSnapshot
 from app.alerts.events import events_channel, message_id
@@ -366,9 +366,15 @@ async def test_rule_edits_reach_the_engines_cache(engine_backend: Backend, redis
     await store_bar(redis_client, 0, 120.0)
     await engine.process_market(MARKET)
     loads = engine.cache.loads
+    # A write to another market's rules bumps only that market's generation: this one is not reparsed.
+    other = await client.post(
+        "/v1/alerts", json={**body, "timeframe": "5m", "condition": ABOVE_100}, headers=admin.headers
+    )
+    assert other.status_code == 201, other.text
+    assert await generation(redis_client, ("binance", "BTCUSDT", "5m")) == 1
     await store_bar(redis_client, 1, 130.0)
     await engine.process_market(MARKET)
-    assert engine.cache.loads == loads  # unchanged rules: parsed once
+    assert engine.cache.loads == loads  # unchanged rules: parsed once (the close fired, see the end)
     # Through the API (the generation is bumped) …
     edited = await client.patch(
         f"/v1/alerts/{rule_id}",
@@ -433,7 +439,7 @@ async def test_rules_edited_or_disabled_while_their_close_is_evaluated_are_left_
     snapshot = BarSnapshot(close_time=bar_ms, bias="long", score=0.0, confidence=0.0, close=120.0, volume=2.0)
     async with app.state.session_factory() as session:
         state = await firing_repository.market_state(session, *MARKET)
-        rules = await engine_of(app).cache.rules(session, MARKET, state)
+        rules = await engine_of(app).cache.rules(session, MARKET, state, await generation(redis_client, MARKET))
     plan = plan_close(rules, state, snapshot, None, bar_ms, MINUTE)
     describe_firings(plan, rules, state, snapshot, 0, len(plan.pending))
     assert set(plan.firings) == {edited, disabled, kept}

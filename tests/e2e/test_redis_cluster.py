@@ -108,6 +108,10 @@ def _settings(cluster: LocalRedisCluster, postgres_url: str, mock: MockExchange,
         # B must find A's Redis entry still fresh: it is used only within the TTL of A's database read, and on a
         # saturated machine A's signal request (the read first, then the analysis) once took longer than 5 s.
         auth_cache_ttl_seconds=60.0,
+        # And A must get its entry stored: in the full suite this process's event loop is slow enough that the
+        # 250 ms default cut A's Redis round trip off (then the key is verified from the database, correctly, but
+        # not cached in Redis, which is what this test looks at).
+        auth_redis_timeout_seconds=5.0,
     )
 
 

@@ -25,7 +25,7 @@ import numpy as np
 from app.analytics import AnalysisParams, Candles, analyze
 from app.analytics.orderflow import OrderflowParams
 from app.analytics.series import signal_series
-from app.analytics.series.profile import value_area_series
+from app.analytics.series.profile import prefix_ticks, value_area_series
 from bench.bench_analytics import random_walk_candles
 
 CANDLE_COUNT = 100_000
@@ -74,7 +74,8 @@ def main() -> None:
         for row, bias, score in signals
     )
     low_min, high_max = np.minimum.accumulate(candles.low), np.maximum.accumulate(candles.high)
-    ticks = int(np.count_nonzero(np.diff(high_max - low_min))) + 1
+    ranges = int(np.count_nonzero(np.diff(high_max - low_min)))
+    ticks = int(np.count_nonzero(np.diff(prefix_ticks(OrderflowParams(), low_min, high_max))))
     print(f"signal at every bar of {bars} one-minute bars (random walk), all modules; median of {RUNS} runs")
     print(f"{'method':<58} {'time':>10} {'per bar':>10}")
     verdict = f"<{TARGET_S:.0f} s " + ("met" if one_pass < TARGET_S else "MISSED")
@@ -89,7 +90,10 @@ def main() -> None:
     print(f"{label:<58} {naive_all:>9.0f}s {naive_all / bars * 1e6:>8.0f}us")
     print(f"speed-up of the one pass over the naive loop: {naive_all / one_pass:,.0f}x")
     print(f"rows checked against the naive loop: {agree}/{len(signals)} identical (bias, score)")
-    print(f"the price range changed {ticks} times: each change re-bins the value area's earlier bars once")
+    print(
+        f"the price range changed {ranges} times, the profile's 1-2-5 tick {ticks} times: each change of tick"
+        " re-bins the value area's earlier bars once"
+    )
 
 
 if __name__ == "__main__":

@@ -35,15 +35,13 @@ import asyncio
 import math
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator
-from contextlib import aclosing, asynccontextmanager, suppress
+from contextlib import asynccontextmanager, suppress
 from datetime import UTC, datetime
 from typing import Annotated
 
 import orjson
 from fastapi import APIRouter, FastAPI, Header, Query, Request, Response
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-from starlette.responses import StreamingResponse
-from starlette.types import Receive, Scope, Send
 
 from app.alerts import event_repository
 from app.alerts.events import EVENT_TYPE
@@ -56,6 +54,7 @@ from app.auth.scopes import Scope as AuthScope
 from app.config import Settings
 from app.core.deps import DbSession, SettingsDep
 from app.core.errors import AppError
+from app.core.event_stream import EVENT_STREAM, HubEventStream
 from app.core.logging import get_logger
 from app.core.schemas import problem_responses
 from app.keys.router import ActorDep
@@ -63,7 +62,6 @@ from app.keys.service import resolve_tenant
 
 log = get_logger(__name__)
 
-EVENT_STREAM = "text/event-stream"
 KEEP_ALIVE = b": keep-alive\n\n"
 
 STREAM_EXAMPLE = (
@@ -142,31 +140,6 @@ class TenantAlertStreamsExhausted(AppError):
     )
 
 
-class AlertEventStream(StreamingResponse):
-    """A streaming response that holds one of the hub's stream slots until it ends, however it ends (the body
-    generator is closed explicitly, as in `app.signals.stream.EventStream`)."""
-
-    media_type = EVENT_STREAM
-
-    def __init__(
-        self, events: AsyncGenerator[bytes, None], hub: AlertEventHub, holder: uuid.UUID, headers: dict[str, str]
-    ) -> None:
-        super().__init__(events, headers=headers)
-        self._events = events
-        self._hub = hub
-        self._holder = holder
-
-    async def stream_response(self, send: Send) -> None:
-        async with aclosing(self._events):
-            await super().stream_response(send)
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        try:
-            await super().__call__(scope, receive, send)
-        finally:
-            self._hub.release(self._holder)
-
-
 async def _events(
     hub: AlertEventHub,
     session_factory: async_sessionmaker[AsyncSession],
@@ -225,8 +198,8 @@ def _resume_id(header: str | None, query: str | None) -> uuid.UUID | None:
     summary="The tenant's alert events as Server-Sent Events",
     description=STREAM_DESCRIPTION,
     dependencies=[require(AuthScope.ALERTS_READ)],
-    response_class=AlertEventStream,
-    status_code=200,  # AlertEventStream.__init__ has no status_code default for FastAPI to read
+    response_class=HubEventStream,
+    status_code=200,  # HubEventStream.__init__ has no status_code default for FastAPI to read
     responses={
         200: {
             "description": "`text/event-stream`: `retry:` once, then `id: <event id>` / `event: alert.fired` / "
@@ -276,4 +249,4 @@ async def stream(
     spec = StreamSpec(tenant, resume, started, max_events)
     headers = {"cache-control": "no-cache", "x-accel-buffering": "no"}
     events = _events(hub, request.app.state.session_factory, settings, spec)
-    return AlertEventStream(events, hub, holder, headers)
+    return HubEventStream(events, hub, holder, headers)

@@ -46,6 +46,17 @@ def nice_tick(reference_price: float) -> float:
     return next(float(f"{step * power:.12g}") for step in (5.0, 2.0, 1.0) if step * power <= target)
 
 
+def tick_for_rows(spread: float, rows: int) -> float:
+    """The smallest 1-2-5 step (…, 0.1, 0.2, 0.5, 1, 2, 5, …) that divides ``spread`` into at most ``rows`` rows.
+
+    The default profile tick. A round step rather than ``spread / rows``: the levels sit on round prices, and the
+    tick changes only when the range crosses a step, not with every new high or low, so the value area of earlier
+    bars is not re-binned each time and the per-bar series stays a single pass (see :mod:`app.analytics.series`)."""
+    target = max(spread / rows, 1e-12)
+    power = 10.0 ** math.floor(math.log10(target))
+    return next(float(f"{step * power:.12g}") for step in (1.0, 2.0, 5.0, 10.0) if step * power >= target)
+
+
 @dataclass(frozen=True, slots=True, eq=False)
 class Footprint:
     """Rows sorted by bar then level; ``offsets[b]:offsets[b + 1]`` are bar ``b``'s rows (CSR layout)."""

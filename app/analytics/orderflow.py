@@ -23,7 +23,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from app.analytics.bounds import bounded, check_bounds
 from app.analytics.cvd import BarDelta, assign_trades, bar_delta
 from app.analytics.events import EventTable, build_events
-from app.analytics.footprint import Footprint, footprint_from_trades, nice_tick
+from app.analytics.footprint import Footprint, footprint_from_trades, nice_tick, tick_for_rows
 from app.analytics.indicators import atr as wilder_atr
 from app.analytics.profile import (
     VALUE_AREA_METHODS,
@@ -47,7 +47,8 @@ class OrderflowParams:
     imbalance_ratio: float = bounded(3.0, gt=1, le=1000)
     imbalance_min_volume: float = bounded(0.0, ge=0, le=10**12)
     stacked_min_levels: int = bounded(3, ge=2, le=1000)
-    profile_tick: float | None = bounded(None, gt=0, le=1_000_000)  # None: the range divided into profile_rows
+    # None: the smallest 1-2-5 step that divides the range into at most profile_rows rows (footprint.tick_for_rows)
+    profile_tick: float | None = bounded(None, gt=0, le=1_000_000)
     profile_rows: int = bounded(100, ge=1, le=100_000)
     value_area_pct: float = bounded(0.70, gt=0, le=1)
     value_area_method: ValueAreaMethod = "two_row"
@@ -150,7 +151,7 @@ def _profile_tick(params: OrderflowParams, low: float, high: float) -> float:
     if params.profile_tick is not None:
         return params.profile_tick
     spread = high - low
-    return spread / params.profile_rows if spread > 0 else nice_tick(high)
+    return tick_for_rows(spread, params.profile_rows) if spread > 0 else nice_tick(high)
 
 
 def compute_orderflow(

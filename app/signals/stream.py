@@ -38,23 +38,21 @@ from __future__ import annotations
 
 import asyncio
 import math
-import uuid
 from collections.abc import AsyncGenerator, AsyncIterator
-from contextlib import aclosing, asynccontextmanager, suppress
+from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from typing import Annotated
 
 import orjson
 from fastapi import APIRouter, FastAPI, Header, Query, Request, Response
 from redis.exceptions import RedisError
-from starlette.responses import StreamingResponse
-from starlette.types import Receive, Scope, Send
 
 from app.auth.policy import current_principal, require
 from app.auth.scopes import Scope as AuthScope
 from app.config import Settings
 from app.core.deps import SettingsDep
 from app.core.errors import AppError
+from app.core.event_stream import EVENT_STREAM, HubEventStream
 from app.core.logging import get_logger
 from app.core.schemas import problem_responses
 from app.market.aggregation import TIMEFRAMES
@@ -73,7 +71,6 @@ from app.trading.markets import (
 
 log = get_logger(__name__)
 
-EVENT_STREAM = "text/event-stream"
 KEEP_ALIVE = b": keep-alive\n\n"
 STREAM_EXAMPLE = (
     "retry: 3000\n\n"
@@ -151,34 +148,6 @@ class StreamSpec:
     timeframe: str
     last_event_id: int  # -1: the client has nothing yet
     max_events: int | None
-
-
-class EventStream(StreamingResponse):
-    """A streaming response that holds one of the hub's stream slots until it ends, however it ends.
-
-    The body generator is closed explicitly (``aclosing``): a client that disconnects while an event is being
-    written cancels the write, not the generator, which would otherwise wait for the garbage collector to run its
-    ``finally`` (the subscription's release)."""
-
-    media_type = EVENT_STREAM
-
-    def __init__(
-        self, events: AsyncGenerator[bytes, None], hub: BarCloseHub, tenant_id: uuid.UUID, headers: dict[str, str]
-    ) -> None:
-        super().__init__(events, headers=headers)
-        self._events = events
-        self._hub = hub
-        self._tenant_id = tenant_id
-
-    async def stream_response(self, send: Send) -> None:
-        async with aclosing(self._events):
-            await super().stream_response(send)
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        try:
-            await super().__call__(scope, receive, send)
-        finally:
-            self._hub.release(self._tenant_id)
 
 
 def _frame(as_of: int, body: bytes) -> bytes:
@@ -272,8 +241,8 @@ async def _events(
     summary="The signal as Server-Sent Events: one event per bar close",
     description=STREAM_DESCRIPTION,
     dependencies=[require(AuthScope.SIGNALS_READ)],
-    response_class=EventStream,
-    status_code=200,  # EventStream.__init__ has no status_code default for FastAPI to read
+    response_class=HubEventStream,
+    status_code=200,  # HubEventStream.__init__ has no status_code default for FastAPI to read
     responses={
         200: {
             "description": "`text/event-stream`: `retry:` once, then `id: <as_of>` / `event: signal` / "
@@ -324,4 +293,4 @@ async def stream(
     spec = StreamSpec(venue, symbol, timeframe, resume, max_events)
     # no-cache: each stream is live; X-Accel-Buffering: nginx must pass events through as they are written.
     headers = {"cache-control": "no-cache", "x-accel-buffering": "no"}
-    return EventStream(_events(service, hub, settings, spec), hub, tenant_id, headers)
+    return HubEventStream(_events(service, hub, settings, spec), hub, tenant_id, headers)

@@ -4,10 +4,8 @@ and announced on the tenant's channel as the engine does (`events.publish_events
 
 from __future__ import annotations
 
-import asyncio
-import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -16,7 +14,6 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-import uvicorn
 from fastapi import FastAPI
 from redis.asyncio import Redis
 
@@ -27,12 +24,12 @@ from app.config import Settings
 from app.main import create_app
 from app.models import AlertEvent
 from tests.alerts.history_fixtures import insert_event
-from tests.helpers import free_port, running
+from tests.helpers import running
 from tests.keys.conftest import IssuedKey, key_maker
+from tests.sse import WAIT, Frame, Sse, eventually, uvicorn_serving
 
 pytestmark = pytest.mark.e2e  # a real server (uvicorn in the test's loop) and real HTTP
 
-WAIT = 30.0  # generous: a shared machine; every wait is for an event, never a fixed sleep
 STREAM_SETTINGS: dict[str, object] = {
     "alert_stream_heartbeat_seconds": 0.1,
     "alert_stream_poll_seconds": 0.05,
@@ -42,65 +39,6 @@ STREAM_SETTINGS: dict[str, object] = {
     "alert_stream_overlap_seconds": 5.0,
     "alerts_evaluate": False,
 }
-
-
-@dataclass
-class Frame:
-    fields: list[tuple[str, str]]
-
-    def get(self, name: str) -> str | None:
-        return next((value for key, value in self.fields if key == name), None)
-
-    @property
-    def is_event(self) -> bool:
-        return self.get("event") is not None
-
-    @property
-    def data(self) -> dict[str, Any]:
-        body: dict[str, Any] = orjson.loads(self.get("data") or "null")
-        return body
-
-
-class Sse:
-    def __init__(self, response: httpx.Response) -> None:
-        self.response = response
-        self._chunks = response.aiter_raw()
-        self._buffer = b""
-
-    async def frame(self) -> Frame | None:
-        """The next frame, or None when the server ended the stream."""
-        async with asyncio.timeout(WAIT):
-            while b"\n\n" not in self._buffer:
-                chunk = await anext(self._chunks, None)
-                if chunk is None:
-                    assert self._buffer == b"", "the stream ended inside a frame"
-                    return None
-                self._buffer += chunk
-        raw, self._buffer = self._buffer.split(b"\n\n", 1)
-        fields = [line.decode().partition(": ") for line in raw.split(b"\n")]
-        return Frame([(key, value) for key, _, value in fields])
-
-    async def events_before_heartbeats(self, count: int = 2) -> list[Frame]:
-        """Events received until `count` keep-alive comments arrived in a row (nothing else was pending)."""
-        events: list[Frame] = []
-        seen = 0
-        async with asyncio.timeout(WAIT):
-            while seen < count:
-                frame = await self.frame()
-                assert frame is not None, "the stream ended"
-                if frame.is_event:
-                    events.append(frame)
-                    seen = 0
-                elif frame.fields == [("", "keep-alive")]:
-                    seen += 1
-        return events
-
-    async def end(self) -> list[Frame]:
-        frames = []
-        async with asyncio.timeout(WAIT):
-            while (frame := await self.frame()) is not None:
-                frames.append(frame)
-        return frames
 
 
 @dataclass
@@ -163,28 +101,8 @@ async def served(settings: Settings, **overrides: object) -> AsyncIterator[Serve
         make = key_maker(app, app.state.settings)
         owner = await make(Role.READER, tenant="stream-owner")
         other = await make(Role.ADMIN, tenant="stream-other")
-        config = uvicorn.Config(
-            app, host="127.0.0.1", port=free_port(), lifespan="off", log_config=None, access_log=False,
-            ws="none", timeout_graceful_shutdown=5,
-        )  # fmt: skip
-        server = uvicorn.Server(config)
-        task = asyncio.create_task(server.serve())
-        await eventually(lambda: server.started, "the server")
-        try:
-            yield Served(app, f"http://127.0.0.1:{config.port}", owner, other)
-        finally:
-            server.should_exit = True
-            await task
-
-
-async def eventually(predicate: Callable[[], bool | Awaitable[bool]], what: str = "condition") -> None:
-    deadline = time.monotonic() + WAIT
-    while True:
-        result = predicate()
-        if result if isinstance(result, bool) else await result:
-            return
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.02)
+        async with uvicorn_serving(app) as base_url:
+            yield Served(app, base_url, owner, other)
 
 
 def ids(frames: list[Frame]) -> list[str]:

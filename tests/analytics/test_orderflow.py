@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from app.analytics import Candles, Liquidations, OrderflowParams, Trades
-from app.analytics.footprint import build_footprint, footprint_from_trades, level_index, nice_tick
+from app.analytics.footprint import build_footprint, footprint_from_trades, level_index, nice_tick, tick_for_rows
 from app.analytics.orderflow import absorption, compute_orderflow
 from app.analytics.profile import (
     MAX_PROFILE_LEVELS,
@@ -59,6 +59,25 @@ def test_nice_tick_is_a_1_2_5_step() -> None:
     assert nice_tick(60_000.0) == 5.0
     assert nice_tick(3_000.0) == 0.2
     assert nice_tick(0.05) == 0.000005
+
+
+@pytest.mark.parametrize(
+    ("spread", "rows", "tick"),
+    [(30.0, 100, 0.5), (100.0, 100, 1.0), (100.01, 100, 2.0), (0.7, 7, 0.1), (250.0, 100, 5.0), (3e-15, 1, 1e-12)],
+)
+def test_the_default_profile_tick_is_the_smallest_1_2_5_step_giving_at_most_the_rows(
+    spread: float, rows: int, tick: float
+) -> None:
+    assert tick_for_rows(spread, rows) == tick
+
+
+def test_the_default_profile_tick_is_within_a_step_of_range_over_rows() -> None:
+    rng = np.random.default_rng(7)
+    for spread, rows in zip(10 ** rng.uniform(-6, 6, 2000), rng.integers(1, 500, 2000), strict=True):
+        tick = tick_for_rows(float(spread), int(rows))
+        # At most `rows` rows, and no coarser than the next step needs (1 → 2 → 5 → 10: at most 2.5 times the exact tick).
+        assert spread / tick <= rows * (1 + 1e-9)
+        assert tick < 2.5 * spread / rows * (1 + 1e-9)
 
 
 def test_footprint_from_trades_spans_bars() -> None:

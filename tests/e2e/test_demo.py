@@ -27,7 +27,7 @@ import httpx
 import pytest
 
 from tests.e2e.test_serve import DELTAFLOW, _wait_for_exit, serve
-from tests.signals.test_stream import Frame, Sse
+from tests.sse import Frame, Sse
 
 pytestmark = pytest.mark.e2e
 

@@ -12,7 +12,7 @@ import asyncio
 import os
 import signal
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -20,7 +20,6 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-import uvicorn
 from fastapi import FastAPI
 from redis.asyncio import Redis
 
@@ -34,8 +33,9 @@ from app.signals.service import SignalService
 from tests.conftest import TEST_REDIS_URL
 from tests.e2e.test_revocation import _bootstrap
 from tests.e2e.test_serve import _wait_for_exit, serve
-from tests.helpers import free_port, running
+from tests.helpers import running
 from tests.signals.test_signals import stored_rows
+from tests.sse import WAIT, Sse, eventually, uvicorn_serving
 from tests.trading.conftest import MINUTE_MS, START_MS, authenticate
 
 # Pub/sub channels are server-wide, not per Redis DB: a symbol of this test process's own keeps other test runs'
@@ -44,7 +44,6 @@ SYMBOL = f"SSE{os.getpid()}"
 FEED = f"binance:{SYMBOL}"
 PATH = f"/v1/signals/binance/{SYMBOL}/stream"
 CHANNEL = FeedKeys("binance", SYMBOL).bar_closed
-WAIT = 30.0  # generous: a shared 2-core machine; every wait is for an event, never a fixed sleep
 SEEDED = 60  # closed bars stored before a test starts; their newest closes at:
 SEEDED_AS_OF = START_MS + SEEDED * MINUTE_MS
 STREAM_SETTINGS: dict[str, object] = {
@@ -95,77 +94,6 @@ def as_of_after(index: int) -> int:
 
 
 @dataclass
-class Frame:
-    fields: list[tuple[str, str]]
-
-    def get(self, name: str) -> str | None:
-        return next((value for key, value in self.fields if key == name), None)
-
-    @property
-    def is_event(self) -> bool:
-        return self.get("event") is not None
-
-    @property
-    def id(self) -> int:
-        return int(self.get("id") or -1)
-
-    @property
-    def data(self) -> dict[str, Any]:
-        body: dict[str, Any] = orjson.loads(self.get("data") or "null")
-        return body
-
-
-class Sse:
-    """Reads frames (blank-line separated) from a streaming response as they arrive."""
-
-    def __init__(self, response: httpx.Response) -> None:
-        self.response = response
-        self._chunks = response.aiter_raw()
-        self._buffer = b""
-
-    async def frame(self) -> Frame | None:
-        """The next frame, or None when the server ended the stream."""
-        async with asyncio.timeout(WAIT):
-            while b"\n\n" not in self._buffer:
-                chunk = await anext(self._chunks, None)
-                if chunk is None:
-                    assert self._buffer == b"", "the stream ended inside a frame"
-                    return None
-                self._buffer += chunk
-        raw, self._buffer = self._buffer.split(b"\n\n", 1)
-        fields = [line.decode().partition(": ") for line in raw.split(b"\n")]
-        return Frame([(key, value) for key, _, value in fields])
-
-    async def event(self) -> Frame:
-        async with asyncio.timeout(WAIT):  # heartbeats keep arriving: bound the whole wait, not each frame
-            while True:
-                frame = await self.frame()
-                assert frame is not None, "the stream ended before the event"
-                if frame.is_event:
-                    return frame
-
-    async def events_before_heartbeats(self, count: int = 2) -> list[Frame]:
-        """Events received until `count` keep-alive comments arrived (proof that nothing else was pending)."""
-        events: list[Frame] = []
-        while count:
-            frame = await self.frame()
-            assert frame is not None
-            if frame.is_event:
-                events.append(frame)
-            elif frame.fields == [("", "keep-alive")]:
-                count -= 1
-        return events
-
-    async def end(self) -> list[Frame]:
-        """Frames until the server ends the stream."""
-        frames = []
-        async with asyncio.timeout(WAIT):
-            while (frame := await self.frame()) is not None:
-                frames.append(frame)
-        return frames
-
-
-@dataclass
 class Served:
     app: FastAPI
     http: httpx.AsyncClient  # real HTTP to the in-process uvicorn, authenticated with a signals:read key
@@ -196,31 +124,12 @@ async def served(settings: Settings, **overrides: object) -> AsyncIterator[Serve
     app = create_app(settings.model_copy(update={**STREAM_SETTINGS, **overrides}))
     async with running(app) as asgi:
         await authenticate(app, asgi)
-        config = uvicorn.Config(
-            app, host="127.0.0.1", port=free_port(), lifespan="off", log_config=None, access_log=False,
-            ws="none", timeout_graceful_shutdown=5,
-        )  # fmt: skip
-        server = uvicorn.Server(config)
-        task = asyncio.create_task(server.serve())
-        await eventually(lambda: server.started)
         headers = {"authorization": asgi.headers["authorization"]}
-        base_url = f"http://127.0.0.1:{config.port}"
-        try:
-            async with httpx.AsyncClient(base_url=base_url, headers=headers, timeout=WAIT) as http:
-                yield Served(app, http, asgi)
-        finally:
-            server.should_exit = True
-            await task
-
-
-async def eventually(predicate: Callable[[], bool | Awaitable[bool]], what: str = "condition") -> None:
-    deadline = time.monotonic() + WAIT
-    while True:
-        result = predicate()
-        if result if isinstance(result, bool) else await result:
-            return
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.02)
+        async with (
+            uvicorn_serving(app) as base_url,
+            httpx.AsyncClient(base_url=base_url, headers=headers, timeout=WAIT) as http,
+        ):
+            yield Served(app, http, asgi)
 
 
 async def numsub(redis: Redis) -> int:

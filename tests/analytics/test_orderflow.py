@@ -75,7 +75,7 @@ def test_the_default_profile_tick_is_within_a_step_of_range_over_rows() -> None:
     rng = np.random.default_rng(7)
     for spread, rows in zip(10 ** rng.uniform(-6, 6, 2000), rng.integers(1, 500, 2000), strict=True):
         tick = tick_for_rows(float(spread), int(rows))
-        # At most `rows` rows, and no coarser than the next step needs (1 → 2 → 5 → 10: at most 2.5 times the exact tick).
+        # At most `rows` rows, and no coarser than the next step needs (1, 2, 5, 10: at most 2.5 times the exact tick).
         assert spread / tick <= rows * (1 + 1e-9)
         assert tick < 2.5 * spread / rows * (1 + 1e-9)
 

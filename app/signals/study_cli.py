@@ -44,7 +44,7 @@ from app.config import Settings
 HOUR_MS, DAY_MS = 3_600_000, 86_400_000
 FILES = {"1h": "coinbase_btcusd_1h.csv", "1d": "coinbase_btcusd_1d.csv"}
 STRIDES = {"1h": 24, "4h": 6, "1d": 1}  # one refit per day of bars
-DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+DEFAULT_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"  # ../shared/data from the project root
 TIMED_FITS = 50
 
 

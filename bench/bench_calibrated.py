@@ -81,7 +81,9 @@ def main() -> None:
     worst = rows[1][1]
     verdict = "met" if worst < TARGET_MS else "MISSED"
     print(f"calibrated signal vs target < {TARGET_MS:.0f} ms: {verdict}; {worst / rows[0][1]:.1f}x the heuristic one")
-    print(f"model: horizon {model.horizon}, window {model.window}, {int(np.sum(np.isfinite(forward)))} outcomes known")
+    known = int(np.sum(np.isfinite(forward)))
+    learned = int(np.sum(np.isfinite(forward[-model.window :])))
+    print(f"model: horizon {model.horizon}, window {model.window}: learns from {learned} of the {known} known outcomes")
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ import pytest
 
 from app.analytics.model import ModelParams, deflated_sharpe, fit_window, walk_forward
 from app.analytics.model.calibrated import purged_folds
-from app.analytics.model.isotonic import binned_isotonic, equal_count_bins, pav
+from app.analytics.model.isotonic import binned_isotonic, equal_count_bins, pav, shrunk_means
 from app.analytics.model.logistic import fit_logistic, sigmoid
 from app.analytics.model.selection import expected_max_sharpe
 from app.analytics.study import score_predictions, study_inputs
@@ -42,6 +42,31 @@ def test_binned_isotonic_is_a_monotone_step_function_of_the_score() -> None:
     assert fitted(np.array([-5.0, 1.0, 1.5, 3.0, 99.0])).tolist() == pytest.approx([0.0, 0.0, 0.5, 0.5, 1.0])
     falling = binned_isotonic(bins, np.array([0.0, 1.0, 1.0, 0.0, 1.0, 0.0]), increasing=False)
     assert falling.value.tolist() == pytest.approx([1.0, 0.5, 0.0])
+
+
+@pytest.mark.parametrize(
+    ("outcomes", "overlap", "prior", "expected"),
+    [
+        # Bin means 0.1 and -0.1 inside noise of variance 0.81 / 2 each: no evidence of a difference, both pooled.
+        ([1.0, -0.8, -1.0, 0.8], 1, None, [0.0, 0.0]),
+        # ±1.1 with noise 0.01 / 2: tau2 = 1.21 - 0.005, each keeps 1.205 / 1.21 of its deviation.
+        ([1.0, 1.2, -1.0, -1.2], 1, None, [1.1 * 1.205 / 1.21, -1.1 * 1.205 / 1.21]),
+        # Outcomes overlapping 2 bars: a bin of 2 rows is worth 1, noise 0.01, each keeps 1.2 / 1.21.
+        ([1.0, 1.2, -1.0, -1.2], 2, None, [1.1 * 1.2 / 1.21, -1.1 * 1.2 / 1.21]),
+        # One bin, mean 0.2, within variance 0.005 over 4 rows: t² = 0.04 / 0.00125, kept share 1 - 1 / 32.
+        ([0.3, 0.1, 0.2, 0.2], 1, 0.0, [0.2 * (1 - 1 / 32)]),
+        # The same mean from 2 independent rows (overlap 2): t² = 16, kept share 15 / 16.
+        ([0.3, 0.1, 0.2, 0.2], 2, 0.0, [0.2 * 15 / 16]),
+    ],
+)
+def test_bin_means_are_shrunk_as_far_as_the_evidence_is_weak(
+    outcomes: list[float], overlap: int, prior: float | None, expected: list[float]
+) -> None:
+    values = np.array(outcomes)
+    bins = len(expected)
+    sizes = np.full(bins, len(outcomes) / bins)
+    means = values.reshape(bins, -1).mean(axis=1)
+    assert shrunk_means(means, sizes, values, overlap, prior).tolist() == pytest.approx(expected)
 
 
 def test_logistic_fit_is_the_penalised_optimum() -> None:

@@ -122,12 +122,12 @@ def test_study_command_writes_the_report_on_a_small_slice_of_real_data(tmp_path:
     report = out.read_text()
     for name in ("1h", "4h", "1d"):
         assert f"| {name} | 330 |" in report
-    assert "chosen among **6 configurations, all counted**" in report
+    assert "chosen among **12 configurations, all counted**" in report
     for section in ("## 1. Information coefficient", "## 2. Learned, calibrated model", "### Reliability"):
         assert section in report
     for component in ("smc", "indicators", "cvd", "orderflow", "fibonacci", "score", "learned model"):
         assert f"| {component}" in report
-    assert report.count("| 12 | ") == 6  # one row per configuration run
+    assert report.count("| 12 | ") == 12  # one row per configuration run (3 windows, 2 ridges, shrinkage on and off)
 
 
 def test_study_command_reports_a_missing_data_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -13,7 +13,7 @@ from app.analytics.model import ModelParams
 from tests.trading.conftest import candle_rows
 from tests.trading.test_analyze import candles_of, json_roundtrip, post, problem
 
-MODEL = {"horizon": 12, "window": 300, "min_rows": 100}
+MODEL: dict[str, int] = {"horizon": 12, "window": 300, "min_rows": 100}
 
 
 async def test_the_calibrated_signal_is_the_engines_with_its_model_block(signals_client: AsyncClient) -> None:
@@ -22,7 +22,9 @@ async def test_the_calibrated_signal_is_the_engines_with_its_model_block(signals
     response = await post(signals_client, body)
     assert response.status_code == 200, response.text
     signal = response.json()["signal"]
-    params = AnalysisParams(signal=SignalParams(calibrated=True, model=ModelParams(**MODEL)))
+    params = AnalysisParams(
+        signal=SignalParams(calibrated=True, model=ModelParams(horizon=12, window=300, min_rows=100))
+    )
     assert signal == json_roundtrip(analyze(candles_of(rows), params=params).signal.to_dict())
     model = signal["model"]
     assert (model["horizon_bars"], model["window_bars"], model["fees_round_trip_bp"]) == (12, 300, 20.0)

@@ -24,6 +24,12 @@ Choices (and why):
   PAV over ``bins`` equal-count bins (``isotonic.py``): ``P(r > 2c)`` (a long wins after fees, non-decreasing),
   ``P(r < -2c)`` (a short wins, non-increasing) and ``E[r]`` (non-decreasing). ``c`` is fee plus slippage per side.
   The maps are applied to the score of the final model, refitted on every training row.
+* **Shrinkage** (``shrink``, on by default): before PAV, each bin's value is pulled toward the window's pooled
+  value as far as the bins' spread is within noise, and the pooled value toward the no-edge value (0 for ``E[r]``,
+  the side-free win rate ``(P(r > 2c) + P(r < -2c)) / 2`` for the probabilities) by a James-Stein factor, both
+  with the overlap of ``h``-bar outcomes counted (``isotonic.shrunk_means``). Without it the stated probabilities
+  followed the trailing window's drift, which is ~42 independent outcomes in 1 000 hourly bars at ``h`` = 24:
+  on the real hourly BTC series the top decile stated 0.66 and won 0.43 of the time.
 * **Decision**: expected return after fees of a long ``E[r] - 2c``, of a short ``-E[r] - 2c``. The side with the
   larger is *preferred*; the signal takes it only when its expected return after fees is positive, otherwise it
   abstains (side 0). The stated probability is the calibrated win-after-fees probability of the preferred side (a
@@ -50,7 +56,7 @@ class ModelParams:
 
     horizon: int = bounded(24, ge=1, le=1_000)
     # Bars of history (ending at the last closed bar) the model may learn from.
-    window: int = bounded(1_000, ge=50, le=100_000)
+    window: int = bounded(500, ge=50, le=100_000)
     l2: float = bounded(1.0, gt=0, le=1_000)
     folds: int = bounded(5, ge=2, le=20)
     # Bars dropped after each test fold besides the purge; None: the horizon.
@@ -60,6 +66,8 @@ class ModelParams:
     iterations: int = bounded(8, ge=1, le=100)
     # Fee plus slippage per side as a fraction of the price (the evaluation's default: 5 + 5 bps).
     cost_per_side: float = bounded(0.001, ge=0, le=0.1)
+    # Empirical-Bayes shrinkage of every calibration bin toward the window's pooled value (isotonic.shrunk_means).
+    shrink: bool = True
 
     def __post_init__(self) -> None:
         check_bounds(self)
@@ -139,11 +147,15 @@ def fit_rows(features: FloatArray, forward: FloatArray, bars: IntArray, params: 
     oof, returns = oof[scored], forward[scored]
     cost = params.cost_per_side
     bins = equal_count_bins(oof, params.bins)
+    overlap = params.horizon if params.shrink else None
+    wins_long, wins_short = (returns > 2 * cost).astype(np.float64), (returns < -2 * cost).astype(np.float64)
+    # The no-edge win rate: the same for both sides, whatever the window's drift (fees make it below one half).
+    side_free = float(wins_long.mean() + wins_short.mean()) / 2 if params.shrink and returns.size else None
     return FittedModel(
         logistic=fit_logistic(features, labels, l2=params.l2, iterations=params.iterations),
-        p_long=binned_isotonic(bins, (returns > 2 * cost).astype(np.float64)),
-        p_short=binned_isotonic(bins, (returns < -2 * cost).astype(np.float64), increasing=False),
-        mean_return=binned_isotonic(bins, returns),
+        p_long=binned_isotonic(bins, wins_long, shrink_overlap=overlap, prior=side_free),
+        p_short=binned_isotonic(bins, wins_short, increasing=False, shrink_overlap=overlap, prior=side_free),
+        mean_return=binned_isotonic(bins, returns, shrink_overlap=overlap, prior=0.0 if params.shrink else None),
         rows=int(oof.shape[0]),
         round_trip=2 * cost,
     )

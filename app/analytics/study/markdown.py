@@ -35,8 +35,8 @@ def _ic_section(name: str, ics: dict[tuple[str, int], InformationCoefficient], k
     lines += [f"| {column} | " + " | ".join(_ic_cell(ics[(column, h)]) for h in HORIZONS) + " |" for column in COLUMNS]
     model = []
     for h in HORIZONS:  # the kept window and ridge, at every horizon run (each one of the configurations counted)
-        same = [t for t in trials if (t.params.window, t.params.l2, t.params.horizon) == (
-            kept.params.window, kept.params.l2, h)]  # fmt: skip
+        same = [t for t in trials if (t.params.window, t.params.l2, t.params.shrink, t.params.horizon) == (
+            kept.params.window, kept.params.l2, kept.params.shrink, h)]  # fmt: skip
         model.append(_ic_cell(same[0].figures[name].ic) if same else "not run")
     lines.append("| learned model (walk-forward) | " + " | ".join(model) + " |")
     n = ics[(COLUMNS[0], HORIZONS[0])].n
@@ -101,7 +101,9 @@ METHOD = """\
   candles only, so CVD and order flow are OHLCV estimates (no taker-buy volume in these files).
 - **Target**: the direction of the h-bar forward return (balanced, side-free); fees enter in the calibration, which
   maps the logistic score to P(a long wins after fees), P(a short wins after fees) and E[return] (isotonic, PAV
-  over 10 equal-count bins of out-of-fold scores).
+  over 10 equal-count bins of out-of-fold scores). With shrinkage, each bin's value is first pulled toward the
+  window's pooled value as far as the bins' spread is within noise, and the pooled value toward the no-edge value
+  (James-Stein), counting h-bar outcomes as one independent outcome per h bars.
 - **Out-of-fold calibration inside each window**: 5 contiguous folds, each purged of training rows whose outcome
   span overlaps the fold's and embargoed for h bars after it.
 - **Walk-forward**: the model at bar t learns only from rows t' with t' + h <= t inside its window; the figures
@@ -113,8 +115,8 @@ METHOD = """\
 
 
 def _trials_table(trials: list[Trial], names: list[str]) -> str:
-    head = "| h | window | l2 | " + " | ".join(f"{n}: decided / mean bp / t / trades / SR" for n in names)
-    lines = [head + " | criterion |", "|---:|---:|---:|" + "---|" * len(names) + "---:|"]
+    head = "| h | window | l2 | shrink | " + " | ".join(f"{n}: decided / mean bp / t / trades / SR" for n in names)
+    lines = [head + " | criterion |", "|---:|---:|---:|:---:|" + "---|" * len(names) + "---:|"]
     for trial in trials:
         p = trial.params
         cells = []
@@ -124,7 +126,9 @@ def _trials_table(trials: list[Trial], names: list[str]) -> str:
                 f"{f.decided} / {_num(f.decided_mean, '+.1f', 1e4)} / {_num(f.decided_t, '+.2f')} / "
                 f"{f.trades.size} / {_num(f.sharpe, '+.3f')}"
             )
-        lines.append(f"| {p.horizon} | {p.window} | {p.l2:g} | " + " | ".join(cells) + f" | {trial.criterion:+.4f} |")
+        shrink = "yes" if p.shrink else "no"
+        row = f"| {p.horizon} | {p.window} | {p.l2:g} | {shrink} | " + " | ".join(cells)
+        lines.append(row + f" | {trial.criterion:+.4f} |")
     return "\n".join(lines)
 
 
@@ -166,14 +170,16 @@ def render(
         "Spearman rank correlation of the score at bar t's close with the forward return, over every bar. The t in "
         "parentheses is Newey-West (Bartlett kernel, max(h, ⌊4 (n/100)^(2/9)⌋) lags), so the overlap of h-bar "
         "returns and the persistence of the scores are accounted for. The last row is the learned model's "
-        f"walk-forward log-odds (window {p.window}, l2 {p.l2:g}, one fit per horizon). No correction for multiple "
+        f"walk-forward log-odds (window {p.window}, l2 {p.l2:g}, shrinkage {'on' if p.shrink else 'off'}, one fit "
+        "per horizon). No correction for multiple "
         f"testing: with {len(COLUMNS) * len(HORIZONS) * len(names)} component cells, about one in twenty shows "
         "|t| > 2 by chance alone.",
         "",
         *(_ic_section(name, ics[name], kept, trials) for name in names),
         "## 2. Learned, calibrated model (walk-forward, out of fold only)",
         "",
-        f"Kept configuration: **horizon {p.horizon} bars, window {p.window} bars, l2 {p.l2:g}** (folds {p.folds}, "
+        f"Kept configuration: **horizon {p.horizon} bars, window {p.window} bars, l2 {p.l2:g}, calibration "
+        f"shrinkage {'on' if p.shrink else 'off'}** (folds {p.folds}, "
         f"embargo {p.gap} bars, {p.bins} calibration bins, at least {p.min_rows} rows), chosen among "
         f"**{len(trials)} configurations, all counted** (table in section 4) by the mean over the series of the "
         f"per-trade Sharpe ratio of non-overlapping decided trades after fees (fewer than {MIN_TRADES} trades "

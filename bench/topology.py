@@ -91,14 +91,18 @@ def start_serve(
     return process
 
 
-def start_ingest(env: Mapping[str, str]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [DELTAFLOW, "ingest"],
-        env=_environment(env),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+def start_ingest(env: Mapping[str, str], *, log: Path | None = None) -> subprocess.Popen[bytes]:
+    """`deltaflow ingest`; its log lines appended to `log` when given (a failing test can then say what it did)."""
+    if log is None:
+        return subprocess.Popen(
+            [DELTAFLOW, "ingest"], env=_environment(env), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )  # fmt: skip
+    with log.open("ab") as sink:  # the child keeps its own descriptor
+        return subprocess.Popen(
+            [DELTAFLOW, "ingest"], env=_environment(env), stdout=sink, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
 
 
 def stop(process: subprocess.Popen[bytes], *, sig: int = signal.SIGTERM, within: float = 30.0) -> int | None:

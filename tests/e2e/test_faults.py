@@ -293,6 +293,12 @@ async def test_killing_the_ingest_lease_holder_hands_every_feed_to_the_standby_w
 
 
 async def test_redis_restart_degrades_the_api_then_it_recovers(topology: Topology) -> None:
+    # The outage must not span a bar close. The lease holders stop their feeds once they cannot renew (another
+    # process may hold the lease by then), so the bar forming at the outage is lost with them; a venue with REST
+    # klines backfills it when its feed starts again, the simulated one cannot, and the gap test at the end would
+    # then see a hole. Under load the outage lasts up to ~20 s (requests wait for pooled Redis connections).
+    if not 2 <= time.time() % 60 <= 25:
+        await asyncio.sleep(62 - time.time() % 60)
     http = httpx.AsyncClient(base_url=topology.nginx.url, headers={"X-API-Key": topology.key}, timeout=30.0)
     readiness: list[int] = []
     async with http, load(topology, streams=0) as (stats, _):

@@ -17,10 +17,9 @@ from app.alerts.engine import start_alert_engine
 from app.alerts.read_router import router as alert_read_router
 from app.alerts.router import router as alerts_router
 from app.alerts.stream import router as alert_stream_router
-from app.auth.metering import RATE_LIMITER_STATE, MeteringMiddleware
+from app.auth.metering import MeteringMiddleware, install_tenant_limits
 from app.auth.middleware import AuthMiddleware
 from app.auth.policy import RouteRule, add_security_to_openapi, compile_policy, iter_api_routes
-from app.auth.ratelimit import rate_limiter_from_settings
 from app.config import ServerKind, Settings, get_settings
 from app.console.app import install_console, start_console
 from app.console.middleware import ConsoleMiddleware
@@ -86,7 +85,7 @@ def create_app(settings: Settings | None = None, *, handle_sigterm: bool = False
         stop_key_services = await start_key_services(app, settings, redis, app.state.session_factory)
         # Alert rules evaluated at every bar close, once across instances (a Redis claim per close).
         stop_alert_engine = await start_alert_engine(app, settings, redis, app.state.session_factory)
-        setattr(app.state, RATE_LIMITER_STATE, rate_limiter_from_settings(settings, redis))
+        install_tenant_limits(app.state, settings, redis)
         stop_usage_services = await start_usage_services(app, settings, app.state.session_factory, redis)
         uninstall_drain = _install_drain(lifecycle, settings) if handle_sigterm else None
         lifecycle.mark_started()

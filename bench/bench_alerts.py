@@ -5,16 +5,13 @@
   the event loop) at 10 % and 100 % of the rules firing (target < 50 ms), beside the previous engine's way;
 - the database part on PostgreSQL and SQLite: reading the market's state; the close's transaction (the cursor, the
   rules whose state moved, events, outbox), its state part beside the previous design's rewrite of every rule;
-- 100 000 rules over 100 markets (1 000 each, 10 % firing): the pure part per close and for all 100; then on
-  PostgreSQL through the real engine (`AlertEngine._evaluate`; the snapshots given, as the analysis pool hands them)
-  all 100 closes, and cached `GET /v1/signals` latency in the same process, engine idle and busy, alternated.
+- 100 000 rules over 100 markets, and `/v1` latency beside their evaluation: `bench/bench_alerts_scale.py`.
 
 Environment: BENCH_DATABASE_URL (Postgres for scratch databases), BENCH_REDIS_URL (emptied), BENCH_ALERT_RULES."""
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import math
 import os
 import random
@@ -31,32 +28,21 @@ from types import SimpleNamespace
 from typing import Any
 
 import asyncpg
-import orjson
-import redis
-from httpx import ASGITransport, AsyncClient
 from sqlalchemy import insert, update
 from sqlalchemy.engine import make_url
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from app.alerts import firing_repository as repository
-from app.alerts.engine import AlertEngine
 from app.alerts.evaluator import BarEvent, BarSnapshot, describe_firing, evaluate
 from app.alerts.firing import MarketRules, MarketState, Plan, describe_firings, plan_close, state_of
 from app.alerts.frequency import FireState, step
 from app.alerts.rule_cache import definition
 from app.alerts.snapshot_json import snapshot_document
-from app.auth.scopes import Role
 from app.config import Settings
 from app.core.db import create_engine, create_session_factory
-from app.core.heap import freeze_startup_heap
 from app.core.migrations import upgrade_to_head
-from app.keys.admin import ensure_tenant, issue_key
-from app.main import create_app
-from app.market.keys import FeedKeys
 from app.models import AlertRule, Tenant
-from bench.bench_signals import PATH, stored_bars
-from bench.clients import percentile
 
 ADMIN_URL = os.environ.get("BENCH_DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
@@ -64,8 +50,6 @@ RULES = int(os.environ.get("BENCH_ALERT_RULES", "10000"))
 MARKETS, PER_MARKET = 100, 1000  # the scale case: 100 000 rules
 RUNS = 7
 DB_RUNS = 5
-LOAD_SECONDS = 4.0  # each side of the p99 comparison, in two alternated halves
-CLIENTS = 8  # concurrent in-process pollers
 MINUTE = 60_000
 FIRST_BAR = 1_700_000_000_000 - 1_700_000_000_000 % MINUTE
 VENUE, TIMEFRAME = "binance", "1m"
@@ -189,20 +173,6 @@ def pure(share: float) -> list[tuple[str, float]]:
          if share < 1 else [])  # fmt: skip
 
 
-def pure_scale() -> list[tuple[str, float]]:
-    tenants = [uuid.uuid4() for _ in range(50)]
-    markets = [compiled(rule_rows(tenants, 0.1, PER_MARKET, f"S{m:03}USDT", seed=m)) for m in range(MARKETS)]
-    bar_ms = FIRST_BAR + MINUTE
-    states = [steady_state(rules, bar_ms) for rules in markets]
-    pairs = list(zip(markets, states, strict=True))
-    per_close = [median_ms(functools.partial(close, rules, state, bar_ms), runs=3) for rules, state in pairs]
-    total = median_ms(lambda: [close(rules, state, bar_ms) for rules, state in pairs], runs=3)
-    return [
-        ("evaluate + step + sentences, one market's close (median)", statistics.median(per_close)),
-        ("  all 100 markets' closes, one after the other", total),
-    ]
-
-
 async def insert_rules(url: str, rows: list[dict[str, Any]], tenants: list[uuid.UUID]) -> None:
     engine = create_engine(Settings(database_url=url, log_level="WARNING"))
     try:
@@ -291,88 +261,6 @@ async def on(backend: str) -> list[tuple[str, float]]:
     return await database(url, (0.1,))  # embedded: the 100 % case is the server's
 
 
-async def poll(client: AsyncClient, headers: dict[str, str], seconds: float) -> list[float]:
-    async def one() -> list[float]:
-        samples = []
-        deadline = time.perf_counter() + seconds
-        while (started := time.perf_counter()) < deadline:
-            response = await client.get(PATH, headers=headers)
-            samples.append(time.perf_counter() - started)  # seconds, as `percentile` takes them
-            assert response.status_code == 200, response.text
-        return samples
-
-    return [s for samples in await asyncio.gather(*(one() for _ in range(CLIENTS))) for s in samples]
-
-
-async def engine_scale() -> list[tuple[str, float]]:
-    """100 000 rules over 100 markets through the real engine on Postgres, and `/v1` latency beside it."""
-    with redis.Redis.from_url(REDIS_URL) as client:  # the signal the pollers read: 300 stored bars
-        client.flushdb()
-        client.zadd(FeedKeys("binance", "BTCUSDT").bars["1m"], {orjson.dumps(r): r["t"] for r in stored_bars(300)})
-    tenants = [uuid.uuid4() for _ in range(50)]
-    symbols = [f"S{m:03}USDT" for m in range(MARKETS)]
-    async with scratch_postgres() as url:
-        await insert_rules(url, [r for m, s in enumerate(symbols) for r in rule_rows(tenants, 0.1, PER_MARKET, s, m)],
-                           tenants)  # fmt: skip
-        settings = Settings(database_url=url, redis_url=REDIS_URL, log_level="WARNING", background_jobs=False,
-                            analyze_workers=0, signal_bars=200, rate_limit_per_second=1e6,
-                            rate_limit_burst=10**7)  # fmt: skip
-        app = create_app(settings)
-        async with app.router.lifespan_context(app):
-            async with app.state.session_factory() as session:
-                owner = await ensure_tenant(session, "bench-alerts")
-                _, secret = await issue_key(session, settings, tenant_id=owner.id, name="bench", role=Role.READER)
-                await session.commit()
-            engine: AlertEngine = app.state.alert_engine
-            bar = {"ms": FIRST_BAR}
-
-            async def given(market: Any, open_ms: int) -> tuple[dict[str, Any], BarSnapshot, BarSnapshot]:
-                current, previous = snapshots(open_ms + MINUTE)
-                return snapshot_document(current), current, previous
-
-            engine._snapshots = given  # type: ignore[method-assign]  # the analysis pool's part, off the loop
-
-            async def all_closes() -> float:
-                started = time.perf_counter()
-                bar["ms"] += MINUTE
-                markets = [(VENUE, s, TIMEFRAME) for s in symbols]
-
-                async def one(market: Any) -> None:
-                    async with engine._slots:  # as `_run_market` does: a few markets at once
-                        await engine._evaluate(market, bar["ms"] - MINUTE)
-
-                await asyncio.gather(*(one(m) for m in markets))
-                return (time.perf_counter() - started) * 1000
-
-            first = await all_closes()  # loads and compiles the 100 markets' rules
-            totals = [await all_closes() for _ in range(2)]
-            freeze_startup_heap()
-            headers = {"X-API-Key": secret}
-            async with AsyncClient(transport=ASGITransport(app=app), base_url="http://bench") as http:
-                await poll(http, headers, 0.5)  # computes and caches the signal, warms the pools
-                idle, loaded, rounds = [], [], [0]
-
-                async def busy(stop: asyncio.Event) -> None:
-                    while not stop.is_set():
-                        await all_closes()
-                        rounds[0] += 1
-
-                for _ in range(2):  # alternated: drift in the machine's load shows as spread, not as a difference
-                    idle += await poll(http, headers, LOAD_SECONDS / 2)
-                    worker = asyncio.create_task(busy(stop := asyncio.Event()))
-                    loaded += await poll(http, headers, LOAD_SECONDS / 2)
-                    stop.set()
-                    await worker
-    return [
-        ("all 100 closes through the engine, first (loads, compiles the rules)", first),
-        ("all 100 closes through the engine (mean of the next 2)", statistics.mean(totals)),
-        (f"cached GET /v1/signals in-process, {CLIENTS} clients, engine idle: p50", percentile(idle, 0.5)),
-        ("  p99", percentile(idle, 0.99)),
-        (f"  same, engine evaluating every market's closes ({rounds[0]} rounds of 100): p50", percentile(loaded, 0.5)),
-        ("  p99", percentile(loaded, 0.99)),
-    ]
-
-
 def main() -> int:
     started = time.perf_counter()
     rows: list[tuple[str, float]] = [(f"{RULES} rules on one market, one close (median of {RUNS})", float("nan"))]
@@ -382,9 +270,6 @@ def main() -> int:
     rows += asyncio.run(on("postgresql"))
     rows.append(("SQLite, embedded (10 % only)", float("nan")))
     rows += asyncio.run(on("sqlite"))
-    rows.append((f"{MARKETS * PER_MARKET} rules over {MARKETS} markets, 10 % firing", float("nan")))
-    rows += pure_scale()
-    rows += asyncio.run(engine_scale())
     print(f"{'':<84} {'ms':>9}")
     for label, value in rows:
         print(f"{label:<84} {'' if math.isnan(value) else f'{value:9.1f}'}")

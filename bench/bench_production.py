@@ -39,6 +39,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from app.config import Settings
 from app.core.migrations import upgrade_to_head
 from bench.clients import SseStream, follow
 from bench.topology import (
@@ -61,6 +62,10 @@ STREAMS = int(os.environ.get("BENCH_PRODUCTION_STREAMS", "400"))
 # Each polling client waits this long between its requests (a client, not a load generator flat out); 0 = closed loop.
 THINK_MS = int(os.environ.get("BENCH_PRODUCTION_THINK_MS", "1000"))
 COMPARE_SECONDS = float(os.environ.get("BENCH_SECONDS", "8"))
+# The per-tenant concurrency limit of each instance (DELTAFLOW_TENANT_MAX_IN_FLIGHT): the load is one tenant's.
+MAX_IN_FLIGHT = os.environ.get(
+    "BENCH_PRODUCTION_MAX_IN_FLIGHT", str(Settings.model_fields["tenant_max_in_flight"].default)
+)
 ADMIN_URL = os.environ.get("BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 ALLOWED = {200, 304, 429}
 
@@ -154,7 +159,12 @@ def stream_client(base_url: str, key: str) -> httpx.AsyncClient:
 
 async def main_async(base_url: str, h2_url: str, key: str, redis: PrivateRedis) -> None:
     signal_path = f"/v1/signals/sim/{SIM_SYMBOLS[0]}"
-    # 1. p99 at 200 connections: /healthz and a cached signal, one after the other.
+    # 1. p99 at 200 connections: /healthz and a cached signal, one after the other, both inside one minute: a bar
+    # close (the minute plus DELTAFLOW_MARKET_CLOSE_GRACE_MS) makes the next signal a fresh computation that every
+    # connection waits for, which is not what "cached" measures, and fell on one side only.
+    latest = max(4.0, 60 - 2 * COMPARE_SECONDS - 4)  # longer comparisons cannot avoid a close
+    while not 4 <= time.time() % 60 <= latest:  # noqa: ASYNC110 - waiting for the clock
+        await asyncio.sleep(0.5)
     health = parse_wrk(await asyncio.to_thread(wrk, base_url + "/healthz", 200, COMPARE_SECONDS))
     cached = parse_wrk(
         await asyncio.to_thread(wrk, base_url + signal_path, 200, COMPARE_SECONDS, "-H", f"X-API-Key: {key}")
@@ -212,6 +222,7 @@ def report(
     cpus = os.cpu_count()
     print(f"topology: nginx (shipped config) -> 2 x deltaflow serve (granian, 1 worker) + 1 deltaflow ingest "
           f"(10 sim markets), Postgres, private redis-server; {cpus} CPUs for all of it and the clients")  # fmt: skip
+    print(f"limits: rate limits raised out of the way; {MAX_IN_FLIGHT} requests in progress per tenant and instance")
     print("load: polling by wrk (HTTP/1.1 keep-alive, Lua: ETag -> If-None-Match, gzip); streams by Python httpx\n")
     print(f"{'what':<44} {'conns':>6} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'sock err':>8}")
     for label, conns, row in (
@@ -270,6 +281,7 @@ def main() -> None:
             "DELTAFLOW_RATE_LIMIT_PER_SECOND": "1000000",
             "DELTAFLOW_RATE_LIMIT_BURST": "10000000",
             "DELTAFLOW_SIGNAL_STREAM_MAX_PER_TENANT": "1000",
+            "DELTAFLOW_TENANT_MAX_IN_FLIGHT": MAX_IN_FLIGHT,
         }
         processes.append(start_ingest(env))
         key = issue_key(env, tenant="bench-production")

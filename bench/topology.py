@@ -16,7 +16,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager, nullcontext, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -93,15 +93,11 @@ def start_serve(
 
 def start_ingest(env: Mapping[str, str], *, log: Path | None = None) -> subprocess.Popen[bytes]:
     """`deltaflow ingest`; its log lines appended to `log` when given (a failing test can then say what it did)."""
-    if log is None:
+    # The child keeps its own descriptor of the log, so ours closes right after the start.
+    with log.open("ab") if log is not None else nullcontext(None) as sink:
         return subprocess.Popen(
-            [DELTAFLOW, "ingest"], env=_environment(env), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )  # fmt: skip
-    with log.open("ab") as sink:  # the child keeps its own descriptor
-        return subprocess.Popen(
-            [DELTAFLOW, "ingest"], env=_environment(env), stdout=sink, stderr=subprocess.STDOUT,
-            start_new_session=True,
+            [DELTAFLOW, "ingest"], env=_environment(env), stdout=sink or subprocess.DEVNULL,
+            stderr=subprocess.STDOUT if sink else subprocess.DEVNULL, start_new_session=True,
         )  # fmt: skip
 
 

@@ -41,9 +41,7 @@ def level_price(level: IntArray, tick: float) -> FloatArray:
 
 def nice_tick(reference_price: float) -> float:
     """A 1-2-5 step close to one basis point of the reference price, the default footprint tick."""
-    target = max(abs(reference_price) * 1e-4, 1e-12)
-    power = 10.0 ** math.floor(math.log10(target))
-    return next(float(f"{step * power:.12g}") for step in (5.0, 2.0, 1.0) if step * power <= target)
+    return _one_two_five(abs(reference_price) * 1e-4, up=False)
 
 
 def tick_for_rows(spread: float, rows: int) -> float:
@@ -52,9 +50,17 @@ def tick_for_rows(spread: float, rows: int) -> float:
     The default profile tick. A round step rather than ``spread / rows``: the levels sit on round prices, and the
     tick changes only when the range crosses a step, not with every new high or low, so the value area of earlier
     bars is not re-binned each time and the per-bar series stays a single pass (see :mod:`app.analytics.series`)."""
-    target = max(spread / rows, 1e-12)
+    return _one_two_five(spread / rows, up=True)
+
+
+def _one_two_five(target: float, *, up: bool) -> float:
+    """The 1-2-5 step (…, 0.1, 0.2, 0.5, 1, 2, 5, …) nearest `target`: the smallest at or above it when `up`, else the
+    largest at or below it. Rounded to 12 significant digits, so 0.1 is 0.1 and not 0.1000000000000000055…."""
+    target = max(target, 1e-12)
     power = 10.0 ** math.floor(math.log10(target))
-    return next(float(f"{step * power:.12g}") for step in (1.0, 2.0, 5.0, 10.0) if step * power >= target)
+    if up:
+        return next(float(f"{step * power:.12g}") for step in (1.0, 2.0, 5.0, 10.0) if step * power >= target)
+    return next(float(f"{step * power:.12g}") for step in (5.0, 2.0, 1.0) if step * power <= target)
 
 
 @dataclass(frozen=True, slots=True, eq=False)

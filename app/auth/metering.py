@@ -2,7 +2,9 @@
 (pure ASGI).
 
 Sits right inside `AuthMiddleware`, which leaves the principal and the matched route rule on the scope. Per
-request: spend one token of the tenant's bucket (`app.auth.ratelimit`; refused → 429 problem with `Retry-After`),
+request: take one of the tenant's in-progress slots on this instance (`app.auth.concurrency`; none free → 429
+`concurrency-limited`, before any token is spent), spend one token of the tenant's bucket (`app.auth.ratelimit`;
+refused → 429 problem with `Retry-After`),
 add `RateLimit` / `RateLimit-Policy` headers to the response, and count the request by tenant, key, route template
 and final status in the in-process usage meter (flushed to the database in batches, off the request path).
 A refused request is counted too: tenants see how often they were throttled.
@@ -14,21 +16,26 @@ import math
 import uuid
 from typing import Protocol
 
+from starlette.datastructures import State
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.auth.calls import CALL_LOG_STATE, CallLog, RequestCall
+from app.auth.concurrency import ConcurrencyLimited, TenantConcurrency, TenantSlot, tenant_concurrency_from
 from app.auth.errors import RateLimited
 from app.auth.middleware import ROUTE_RULE_STATE
 from app.auth.principal import Principal
 from app.auth.quota import QuotaExceeded, QuotaLedger
-from app.auth.ratelimit import POLICY_NAME, RateLimiter, RateLimitPolicy
+from app.auth.ratelimit import POLICY_NAME, RateLimiter, RateLimitPolicy, rate_limiter_from_settings
+from app.config import Settings
 from app.core.asgi import append_header
 from app.core.errors import app_error_response
 from app.core.metrics import RATE_LIMIT_REFUSALS
+from app.core.redis import RedisClient
 
 RATE_LIMITER_STATE = "rate_limiter"
 USAGE_METER_STATE = "usage_meter"
 QUOTA_LEDGER_STATE = "quota_ledger"
+TENANT_CONCURRENCY_STATE = "tenant_concurrency"
 UNMATCHED_ROUTE = "unmatched"
 
 
@@ -39,7 +46,7 @@ class UsageRecorder(Protocol):
 class MeteringMiddleware:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
-        for limit in ("rate", "quota"):  # exported at 0 from the start
+        for limit in ("rate", "quota", "concurrency"):  # exported at 0 from the start
             RATE_LIMIT_REFUSALS.labels(limit)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -58,18 +65,15 @@ class MeteringMiddleware:
         path = rule.path if rule is not None else UNMATCHED_ROUTE
         route = f"{scope['method']} {path}" if rule is not None else UNMATCHED_ROUTE
         try:
-            rate_headers = await _spend_token(principal, limiter)
-            rate_headers += await _spend_quota(principal, getattr(app_state, QUOTA_LEDGER_STATE, None))
-        except (RateLimited, QuotaExceeded) as refusal:
-            RATE_LIMIT_REFUSALS.labels("rate" if isinstance(refusal, RateLimited) else "quota").inc()
-            if meter is not None and principal.key_id is not None:
-                meter.record(principal.tenant_id, principal.key_id, route, refusal.status)
+            slot, rate_headers = await _pass_limits(principal, app_state, limiter)
+        except (ConcurrencyLimited, RateLimited, QuotaExceeded) as refusal:
+            _count_refusal(refusal, principal, meter, route)
             await app_error_response(scope, refusal)(scope, receive, send)
             if call is not None and calls is not None:
                 call.status = refusal.status
                 call.log(calls, scope, principal, path)
             return
-        if meter is None and call is None and not rate_headers:
+        if slot is None and meter is None and call is None and not rate_headers:
             await self.app(scope, receive, send)
             return
         status = 500  # what the client gets if the app raises before it responds
@@ -78,6 +82,8 @@ class MeteringMiddleware:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
+                if slot is not None and _is_event_stream(message):
+                    slot.release()  # a stream lives for hours; the per-tenant stream bound covers it from here
                 if status != RateLimited.status:  # a 429 from inside (`charge_extra`) carries its own
                     for header in rate_headers:
                         append_header(message, header)
@@ -93,10 +99,60 @@ class MeteringMiddleware:
         try:
             await self.app(scope, receive, send_metered)
         finally:
+            if slot is not None:
+                slot.release()
             if meter is not None and principal.key_id is not None:  # /v1 principals are keys; never None here
                 meter.record(principal.tenant_id, principal.key_id, route, status)
             if call is not None and calls is not None:
                 call.log(calls, scope, principal, path)
+
+
+def install_tenant_limits(app_state: State, settings: Settings, redis: RedisClient) -> None:
+    """The rate limiter and the concurrency limiter every authenticated request passes (see the module doc)."""
+    setattr(app_state, RATE_LIMITER_STATE, rate_limiter_from_settings(settings, redis))
+    concurrency = tenant_concurrency_from(
+        settings.tenant_max_in_flight, settings.tenant_concurrency_retry_after_seconds
+    )
+    setattr(app_state, TENANT_CONCURRENCY_STATE, concurrency)
+
+
+_REFUSAL_LABELS = {ConcurrencyLimited: "concurrency", RateLimited: "rate", QuotaExceeded: "quota"}
+
+
+def _count_refusal(
+    refusal: ConcurrencyLimited | RateLimited | QuotaExceeded,
+    principal: Principal,
+    meter: UsageRecorder | None,
+    route: str,
+) -> None:
+    """Refusals are metered too: tenants see how often they were throttled, operators by which limit."""
+    RATE_LIMIT_REFUSALS.labels(_REFUSAL_LABELS[type(refusal)]).inc()
+    if meter is not None and principal.key_id is not None:
+        meter.record(principal.tenant_id, principal.key_id, route, refusal.status)
+
+
+async def _pass_limits(
+    principal: Principal, app_state: State, limiter: RateLimiter | None
+) -> tuple[TenantSlot | None, tuple[tuple[bytes, bytes], ...]]:
+    """One of the tenant's in-progress slots on this instance (None: not limited), then a token and a request of
+    its quota; the headers that describe them. Raises the refusal (the slot given back): concurrency first, so a
+    request refused for it costs neither a token nor quota."""
+    concurrency: TenantConcurrency | None = getattr(app_state, TENANT_CONCURRENCY_STATE, None)
+    slot = concurrency.admit(principal.tenant_id) if concurrency is not None else None
+    try:
+        headers = await _spend_token(principal, limiter)
+        headers += await _spend_quota(principal, getattr(app_state, QUOTA_LEDGER_STATE, None))
+    except BaseException:
+        if slot is not None:
+            slot.release()
+        raise
+    return slot, headers
+
+
+def _is_event_stream(start: Message) -> bool:
+    return any(
+        name == b"content-type" and value.startswith(b"text/event-stream") for name, value in start.get("headers", ())
+    )
 
 
 async def _spend_token(principal: Principal, limiter: RateLimiter | None) -> tuple[tuple[bytes, bytes], ...]:

@@ -19,6 +19,7 @@ from app.config.alert_read import AlertReadSettings
 from app.config.alerts import AlertSettings
 from app.config.calls import CallLogSettings
 from app.config.console import ConsoleSettings
+from app.config.limits import TenantLimitSettings
 from app.config.metrics import MetricsSettings
 from app.config.redis_cluster import RedisClusterSettings
 from app.config.track_record import TrackRecordSettings
@@ -29,8 +30,6 @@ DEFAULT_DEV_SECRET = "dev-insecure-change-me"  # noqa: S105 - a documented place
 
 EMBEDDED_DATABASE_URL = "sqlite+aiosqlite:///./var/deltaflow.db"
 EMBEDDED_REDIS_URL = "memory://"
-# The slowest refill a rate limit may have (one request per 1 000 s): slower ones overflow the bucket arithmetic.
-MIN_RATE_LIMIT_PER_SECOND = 0.001
 
 
 class Environment(StrEnum):
@@ -51,6 +50,7 @@ class LogFormat(StrEnum):
 class Settings(
     ConsoleSettings,
     CallLogSettings,
+    TenantLimitSettings,
     MetricsSettings,
     AlertSettings,
     AlertEngineSettings,
@@ -88,13 +88,6 @@ class Settings(
     auth_local_cache_size: Annotated[int, Field(ge=0, le=1_000_000)] = 10_000
     # A slow Redis must not slow authentication: past this the verifier goes to the database.
     auth_redis_timeout_seconds: Annotated[float, Field(gt=0, le=5)] = 0.25
-    # Rate limit per tenant (all its keys share one token bucket in Redis; see app/auth/ratelimit.py): `burst`
-    # requests at once, refilled at `per_second`. 0 per second switches limiting off. A batch item costs a token.
-    rate_limit_per_second: Annotated[float, Field(ge=0, le=1_000_000)] = 20.0
-    rate_limit_burst: Annotated[int, Field(ge=1, le=10_000_000)] = 100
-    # An instance leases at most `per_second x lease_seconds` tokens at a time, and drops them unspent after this.
-    rate_limit_lease_seconds: Annotated[float, Field(gt=0, le=60)] = 0.5
-    rate_limit_max_tenants: Annotated[int, Field(ge=1, le=1_000_000)] = 10_000  # tenants tracked per instance
     # last_used_at is written in batches, off the request path.
     key_last_used_flush_seconds: Annotated[float, Field(gt=0)] = 30.0
     key_last_used_max_pending: Annotated[int, Field(ge=1)] = 10_000
@@ -251,13 +244,6 @@ class Settings(
     # The simulated `sim` venue: mean trades per second and the seed of its random walk.
     sim_rate: Annotated[float, Field(gt=0, le=1_000_000)] = 20.0
     sim_seed: int = 1
-
-    @field_validator("rate_limit_per_second")
-    @classmethod
-    def _rate_or_off(cls, value: float) -> float:
-        if 0 < value < MIN_RATE_LIMIT_PER_SECOND:
-            raise ValueError(f"must be 0 (no default limit) or at least {MIN_RATE_LIMIT_PER_SECOND}")
-        return value
 
     @field_validator("feeds")
     @classmethod

@@ -50,7 +50,7 @@ AUTH_FAILURES = Counter(
 )
 RATE_LIMIT_REFUSALS = Counter(
     "deltaflow_rate_limit_refusals_total",
-    "Requests refused by a tenant limit: rate (429) or monthly quota.",
+    "Requests refused by a tenant limit: rate, concurrency (both 429) or monthly quota.",
     ("limit",),
 )
 CACHE_LOOKUPS = Counter(

@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, UrlConstraints, field_validator
 
-from app.config import MIN_RATE_LIMIT_PER_SECOND
+from app.config.limits import MIN_RATE_LIMIT_PER_SECOND
 from app.core.schemas import DisplayName
 
 # The column's own bound, so the schema and the table cannot disagree (Postgres refused longer URLs with a 500).

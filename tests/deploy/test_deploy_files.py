@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -9,6 +11,9 @@ from typing import Any
 
 import pytest
 import yaml
+
+import app.auth.concurrency  # noqa: F401 - registers the concurrency-limited problem
+from app.core.errors import PROBLEM_TYPES
 
 ROOT = Path(__file__).resolve().parents[2]
 NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
@@ -84,3 +89,19 @@ def test_nginx_config_is_accepted_by_real_nginx(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "syntax is ok" in result.stderr
+
+
+def test_nginx_per_key_concurrency_limit_says_its_own_number_in_its_problem() -> None:
+    """The limit is a literal in three places (nginx cannot put a variable in `limit_conn`): they must agree, and
+    the refusal must be the app's documented problem with status 429."""
+    config = (ROOT / "nginx" / "nginx.conf").read_text()
+    limits = re.findall(r"limit_conn per_key (\d+);", config)
+    assert len(limits) == 1, limits
+    problem = re.search(r"return 429 '(\{\"type\":\"/problems/concurrency-limited\".*\})';", config)
+    assert problem is not None
+    body = json.loads(problem.group(1).replace("$deltaflow_problem_instance", "/").replace("$deltaflow_request_id", ""))
+    assert body["status"] == 429
+    assert body["limit"] == int(limits[0])
+    assert f"More than {limits[0]} requests" in body["detail"]
+    assert "error_page 430 =429 @concurrency_limited;" in config
+    assert "concurrency-limited" in PROBLEM_TYPES  # the type the app documents at /problems/concurrency-limited

@@ -41,9 +41,15 @@ def _config_for(upstream_ports: list[int], listen_port: int, directory: Path) ->
 
 @asynccontextmanager
 async def nginx_in_front(
-    upstream_ports: list[int], directory: Path, *, per_client: str | None = None, burst: str | None = None
+    upstream_ports: list[int],
+    directory: Path,
+    *,
+    per_client: str | None = None,
+    burst: str | None = None,
+    per_key: int | None = None,
 ) -> AsyncIterator[tuple[str, Path]]:
-    """nginx with the shipped config; `per_client` / `burst` replace its per-address limit (`rate=…`, `burst=…`)."""
+    """nginx with the shipped config; `per_client` / `burst` replace its per-address limit (`rate=…`, `burst=…`),
+    `per_key` its per-key concurrency limit."""
     assert NGINX is not None
     port = free_port()
     conf = directory / "nginx.conf"
@@ -54,6 +60,9 @@ async def nginx_in_front(
     if burst is not None:
         config, replaced = re.subn(r"burst=\d+", burst, config)
         assert replaced == 2
+    if per_key is not None:
+        config, replaced = re.subn(r"limit_conn per_key \d+;", f"limit_conn per_key {per_key};", config)
+        assert replaced == 1
     conf.write_text(config)
     process = subprocess.Popen(  # noqa: ASYNC220 - nginx is a separate OS process
         [NGINX, "-p", str(directory), "-c", str(conf), "-g", "daemon off;"],
@@ -160,3 +169,50 @@ async def test_nginx_limits_one_address_with_a_problem_before_the_app_sees_it(
             assert problem["type"] == "/problems/client-rate-limited"
             assert problem["instance"] == "/v1/me"
             assert problem["request_id"] == refused.headers["x-request-id"]
+
+
+@pytest.mark.skipif(NGINX is None, reason="nginx is not installed (.ci/run installs it with apt-get)")
+async def test_nginx_limits_the_requests_one_key_has_in_progress_with_a_problem(
+    postgres_url: str, nginx_dir: Path
+) -> None:
+    env = {"DELTAFLOW_DATABASE_URL": postgres_url, "DELTAFLOW_REDIS_URL": TEST_REDIS_URL}
+    async with AsyncExitStack() as stack:
+        _process, url = await stack.enter_async_context(serve(workers=1, env=env))
+        base_url, _log = await stack.enter_async_context(
+            nginx_in_front([int(url.rsplit(":", 1)[1])], nginx_dir, per_key=2)  # the shipped 256, scaled down
+        )
+        # nginx counts a key's requests from their headers on; made-up keys do (the app then answers 401).
+        busy, calm = {"X-API-Key": "dfk_" + "B" * 38}, {"Authorization": "Bearer dfk_" + "C" * 38}
+        let_go, sent = asyncio.Event(), [asyncio.Event(), asyncio.Event()]
+
+        async def held_body(number: int) -> AsyncIterator[bytes]:
+            yield b'{"candles": '
+            sent[number].set()  # httpx sent the headers, and asks for the next chunk
+            await let_go.wait()
+            yield b"[]}"
+
+        async with (
+            httpx.AsyncClient(base_url=base_url, timeout=30.0) as holder,
+            httpx.AsyncClient(base_url=base_url, timeout=30.0) as client,
+        ):
+            held = [
+                asyncio.create_task(holder.post("/v1/analyze", content=held_body(n), headers=busy)) for n in range(2)
+            ]
+            for event in sent:
+                await asyncio.wait_for(event.wait(), 10)
+            refused = await client.get("/v1/me", headers=busy)
+            deadline = time.monotonic() + 10
+            while refused.status_code != 429 and time.monotonic() < deadline:  # until nginx has read both headers
+                await asyncio.sleep(0.1)
+                refused = await client.get("/v1/me", headers=busy)
+            assert refused.status_code == 429, (refused.text, _log.read_text()[-2000:])
+            assert refused.headers["content-type"] == "application/problem+json"
+            assert refused.headers["retry-after"] == "1"
+            problem = refused.json()
+            assert problem["type"] == "/problems/concurrency-limited"
+            assert problem["instance"] == "/v1/me"
+            assert problem["request_id"] == refused.headers["x-request-id"]
+            assert (await client.get("/v1/me", headers=calm)).status_code == 401  # another key passes to the app
+            let_go.set()
+            assert [r.status_code for r in await asyncio.gather(*held)] == [401, 401]
+            assert (await client.get("/v1/me", headers=busy)).status_code == 401  # its requests ended: it passes

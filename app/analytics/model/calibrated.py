@@ -149,13 +149,14 @@ def fit_rows(features: FloatArray, forward: FloatArray, bars: IntArray, params: 
     bins = equal_count_bins(oof, params.bins)
     overlap = params.horizon if params.shrink else None
     wins_long, wins_short = (returns > 2 * cost).astype(np.float64), (returns < -2 * cost).astype(np.float64)
-    # The no-edge win rate: the same for both sides, whatever the window's drift (fees make it below one half).
-    side_free = float(wins_long.mean() + wins_short.mean()) / 2 if params.shrink and returns.size else None
+    # The no-edge win rate: the same for both sides, whatever the window's drift (fees make it below one half). The
+    # priors matter only with shrinkage (`overlap` set); binned_isotonic ignores them otherwise.
+    side_free = float(wins_long.mean() + wins_short.mean()) / 2 if returns.size else None
     return FittedModel(
         logistic=fit_logistic(features, labels, l2=params.l2, iterations=params.iterations),
         p_long=binned_isotonic(bins, wins_long, shrink_overlap=overlap, prior=side_free),
         p_short=binned_isotonic(bins, wins_short, increasing=False, shrink_overlap=overlap, prior=side_free),
-        mean_return=binned_isotonic(bins, returns, shrink_overlap=overlap, prior=0.0 if params.shrink else None),
+        mean_return=binned_isotonic(bins, returns, shrink_overlap=overlap, prior=0.0),
         rows=int(oof.shape[0]),
         round_trip=2 * cost,
     )

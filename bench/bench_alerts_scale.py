@@ -23,7 +23,9 @@ import statistics
 import sys
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -62,7 +64,8 @@ from bench.bench_alerts import (
 from bench.bench_signals import PATH, stored_bars
 from bench.clients import percentile
 
-LOAD_SECONDS = 4.0  # each side of each p99 comparison, in two alternated halves
+ALTERNATIONS = 5  # idle and busy halves of each p99 comparison, interleaved
+HALF_SECONDS = 1.5
 CLIENTS = 8  # concurrent in-process pollers
 
 
@@ -122,7 +125,9 @@ def closes_of(engine: AlertEngine, symbols: list[str], bar: dict[str, int]) -> C
     return all_closes
 
 
-def closes_in_own_process(url: str, symbols: list[str], first_bar: int, go: Any, stop: Any, rounds: Any) -> None:
+def closes_in_own_process(
+    url: str, symbols: list[str], first_bar: int, go: Any, resting: Any, stop: Any, rounds: Any
+) -> None:
     """A dedicated evaluating instance (DELTAFLOW_ALERTS_EVALUATE=true there, false on the API instances): every
     market's closes, back to back, whenever `go` is set."""
 
@@ -134,9 +139,11 @@ def closes_in_own_process(url: str, symbols: list[str], first_bar: int, go: Any,
             rounds.value = 0
             while not stop.is_set():
                 if go.is_set():
+                    resting.clear()
                     await all_closes()
                     rounds.value += 1
                 else:
+                    resting.set()  # the parent's idle half starts only once the round in progress ended
                     await asyncio.sleep(0.01)
 
     asyncio.run(run())
@@ -144,7 +151,7 @@ def closes_in_own_process(url: str, symbols: list[str], first_bar: int, go: Any,
 
 async def engine_scale() -> list[tuple[str, float]]:
     """100 000 rules over 100 markets through the real engine on Postgres, and `/v1` latency beside it: the engine
-    in the API process, then in a process of its own."""
+    in a process of its own, then in the API process."""
     with redis.Redis.from_url(REDIS_URL) as client:  # the signal the pollers read: 300 stored bars
         client.flushdb()
         client.zadd(FeedKeys("binance", "BTCUSDT").bars["1m"], {orjson.dumps(r): r["t"] for r in stored_bars(300)})
@@ -160,78 +167,134 @@ async def engine_scale() -> list[tuple[str, float]]:
                 owner = await ensure_tenant(session, "bench-alerts")
                 _, secret = await issue_key(session, settings, tenant_id=owner.id, name="bench", role=Role.READER)
                 await session.commit()
-            bar = {"ms": FIRST_BAR}
-            all_closes = closes_of(app.state.alert_engine, symbols, bar)
-            first = await all_closes()  # loads and compiles the 100 markets' rules
-            totals = [await all_closes() for _ in range(2)]
-            freeze_startup_heap()
             headers = {"X-API-Key": secret}
             async with AsyncClient(transport=ASGITransport(app=app), base_url="http://bench") as http:
                 await poll(http, headers, 0.5)  # computes and caches the signal, warms the pools
-                here = await alternate(http, headers, all_closes)
-                away = await alternate_with_own_process(http, headers, url, symbols, bar["ms"] + 1000 * MINUTE)
+                freeze_startup_heap()
+                # First the engine elsewhere, while this process holds no rules (as an API instance with
+                # DELTAFLOW_ALERTS_EVALUATE=false): its closes are the bars before this process's.
+                away = await in_own_process(http, headers, url, symbols, FIRST_BAR)
+                bar = {"ms": FIRST_BAR + 1000 * MINUTE}
+                all_closes = closes_of(app.state.alert_engine, symbols, bar)
+                first = await all_closes()  # loads and compiles the 100 markets' rules
+                totals = [await all_closes() for _ in range(2)]
+                freeze_startup_heap()  # the compiled rules are long-lived, as after a served process's start-up
+                here = await in_this_process(http, headers, all_closes)
     return [
         ("all 100 closes through the engine, first (loads, compiles the rules)", first),
         ("all 100 closes through the engine (mean of the next 2)", statistics.mean(totals)),
         *latency_rows("engine in the API process", here),
-        *latency_rows("engine in its own process (ALERTS_EVALUATE=false on the API)", away),
+        *latency_rows("engine in its own process", away),
     ]
 
 
-Samples = tuple[list[float], list[float], int]  # latencies idle, latencies busy, rounds of 100 closes
+@dataclass
+class Samples:
+    """Cached-signal latencies (seconds) of each idle and each busy half, and how many rounds of 100 closes ran."""
+
+    idle: list[list[float]] = field(default_factory=list)
+    busy: list[list[float]] = field(default_factory=list)
+    rounds: int = 0
 
 
-async def alternate(http: AsyncClient, headers: dict[str, str], all_closes: Callable[[], Awaitable[float]]) -> Samples:
-    idle: list[float] = []
-    loaded: list[float] = []
-    rounds = [0]
-
-    async def busy(stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            await all_closes()
-            rounds[0] += 1
-
-    for _ in range(2):  # alternated: drift in the machine's load shows as spread, not as a difference
-        idle += await poll(http, headers, LOAD_SECONDS / 2)
-        worker = asyncio.create_task(busy(stop := asyncio.Event()))
-        loaded += await poll(http, headers, LOAD_SECONDS / 2)
-        stop.set()
-        await worker
-    return idle, loaded, rounds[0]
+async def alternate(
+    http: AsyncClient, headers: dict[str, str], busy: Callable[[], AbstractAsyncContextManager[None]]
+) -> list[list[float]]:
+    """ALTERNATIONS idle halves and busy halves, interleaved: drift in the machine's load shows as spread between
+    halves of one kind, not as a difference between the kinds. Returns idle and busy halves, alternately."""
+    halves: list[list[float]] = []
+    for _ in range(ALTERNATIONS):
+        halves.append(await poll(http, headers, HALF_SECONDS))
+        async with busy():
+            halves.append(await poll(http, headers, HALF_SECONDS))
+    return halves
 
 
-async def alternate_with_own_process(
+async def in_this_process(
+    http: AsyncClient, headers: dict[str, str], all_closes: Callable[[], Awaitable[float]]
+) -> Samples:
+    samples = Samples()
+
+    @asynccontextmanager
+    async def busy() -> AsyncIterator[None]:
+        stop = asyncio.Event()
+
+        async def closing() -> None:
+            while not stop.is_set():
+                await all_closes()
+                samples.rounds += 1
+
+        worker = asyncio.create_task(closing())
+        try:
+            yield
+        finally:
+            stop.set()
+            await worker
+
+    halves = await alternate(http, headers, busy)
+    samples.idle, samples.busy = halves[::2], halves[1::2]
+    return samples
+
+
+async def in_own_process(
     http: AsyncClient, headers: dict[str, str], url: str, symbols: list[str], first_bar: int
 ) -> Samples:
     context = multiprocessing.get_context("spawn")
-    go, stop, rounds = context.Event(), context.Event(), context.Value("i", -1)
-    child = context.Process(target=closes_in_own_process, args=(url, symbols, first_bar, go, stop, rounds))
+    go, resting, stop, rounds = context.Event(), context.Event(), context.Event(), context.Value("i", -1)
+    child = context.Process(target=closes_in_own_process, args=(url, symbols, first_bar, go, resting, stop, rounds))
     child.start()
+
+    @asynccontextmanager
+    async def busy() -> AsyncIterator[None]:
+        resting.clear()
+        go.set()
+        try:
+            yield
+        finally:
+            go.clear()
+            while not resting.is_set():  # noqa: ASYNC110 - the round in progress ends first, as in-process
+                await asyncio.sleep(0.05)
+
     try:
-        while rounds.value < 0:
+        while rounds.value < 0:  # waiting for the child to load and compile the rules
             assert child.is_alive(), "the evaluating process died"
             await asyncio.sleep(0.1)
-        idle: list[float] = []
-        loaded: list[float] = []
-        for _ in range(2):
-            idle += await poll(http, headers, LOAD_SECONDS / 2)
-            go.set()
-            loaded += await poll(http, headers, LOAD_SECONDS / 2)
-            go.clear()
-        return idle, loaded, int(rounds.value)
+        await asyncio.sleep(1.0)  # the child settles (its first round's garbage collected)
+        halves = await alternate(http, headers, busy)
+        return Samples(idle=halves[::2], busy=halves[1::2], rounds=int(rounds.value))
     finally:
         stop.set()
         await asyncio.to_thread(child.join, 120)
 
 
 def latency_rows(where: str, samples: Samples) -> list[tuple[str, float]]:
-    idle, loaded, rounds = samples
-    return [
-        (f"{where}: cached GET /v1/signals, {CLIENTS} in-process clients, engine idle: p50", percentile(idle, 0.5)),
+    idle = [s for half in samples.idle for s in half]
+    busy = [s for half in samples.busy for s in half]
+    rows = [
+        (f"{where}: cached GET /v1/signals ({CLIENTS} in-process clients), engine idle: p50", percentile(idle, 0.5)),
         ("  p99", percentile(idle, 0.99)),
-        (f"  same, engine evaluating every market's closes ({rounds} rounds of 100): p50", percentile(loaded, 0.5)),
-        ("  p99", percentile(loaded, 0.99)),
-    ]
+        (f"  engine evaluating every market's closes back to back ({samples.rounds} rounds of 100): p50",
+         percentile(busy, 0.5)),
+        ("  p99", percentile(busy, 0.99)),
+    ]  # fmt: skip
+    for kind, halves in (("idle", samples.idle), ("busy", samples.busy)):
+        p99s = sorted(percentile(half, 0.99) for half in halves)
+        rows += [(f"  p99 of each {kind} {HALF_SECONDS:g} s: lowest", p99s[0]),
+                 ("    median", statistics.median(p99s)), ("    highest", p99s[-1])]  # fmt: skip
+    return rows
+
+
+def verdicts(rows: list[tuple[str, float]]) -> list[str]:
+    """Per placement: did the busy engine move `/v1` p99? Not if the busy halves' median p99 is within 1.5 x the idle
+    halves' median and below the highest idle half: the run's own spread, measured beside it."""
+    lines = []
+    for where in ("engine in its own process", "engine in the API process"):
+        at = next(i for i, (label, _) in enumerate(rows) if label.startswith(where))
+        idle_median, idle_highest, busy_median = rows[at + 5][1], rows[at + 6][1], rows[at + 8][1]
+        moved = busy_median > 1.5 * idle_median or busy_median > idle_highest
+        lines.append(f"{where}: median p99 of the halves {idle_median:.1f} ms idle (highest {idle_highest:.1f}), "
+                     f"{busy_median:.1f} ms busy -> {'MOVED' if moved else 'not moved'}")  # fmt: skip
+    return lines
 
 
 def main() -> int:
@@ -241,6 +304,8 @@ def main() -> int:
     print(f"{'':<96} {'ms':>9}")
     for label, value in rows:
         print(f"{label:<96} {'' if math.isnan(value) else f'{value:9.1f}'}")
+    for line in verdicts(rows):
+        print(line)
     print(f"this benchmark ran {time.perf_counter() - started:.0f} s")
     return 0
 

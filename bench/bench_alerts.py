@@ -126,7 +126,8 @@ def steady_state(rules: MarketRules, bar_ms: int) -> MarketState:
     """Every rule evaluated at the previous close with this close's result (quiet rules cost no write)."""
     current, previous = snapshots(bar_ms)
     results = rules.circuit.evaluate(current, previous)[rules.circuit.roots].tolist()
-    rows = [(r.id, r.updated_at, res, None, False) for r, res in zip(rules.rules, results, strict=True)]
+    ids = [uuid.UUID(int=rule_id) for rule_id in rules.ids]
+    rows = [(i, edited, res, None, False) for i, edited, res in zip(ids, rules.updated_at, results, strict=True)]
     return state_of(bar_ms - MINUTE, rows)
 
 
@@ -150,7 +151,7 @@ def close(rules: MarketRules, state: MarketState, bar_ms: int) -> Plan:
 def previous_way(rules: MarketRules, state: MarketState, bar_ms: int) -> None:
     """The engine before the circuit: one tree walk and one `step` per rule, a sentence per firing rule."""
     current, previous = snapshots(bar_ms)
-    for rule, last in zip(rules.rules, state.last_result.tolist(), strict=True):
+    for rule, last in zip(rules.definitions(), state.last_result.tolist(), strict=True):
         result = evaluate(rule.condition, current, previous)
         before = FireState(bar_ms - MINUTE, None if last < 0 else bool(last), None)
         if step(before, result=result, bar_close=bar_ms, interval_ms=MINUTE, frequency=rule.frequency,
@@ -222,7 +223,7 @@ async def database(url: str, shares: tuple[float, ...]) -> list[tuple[str, float
                     await repository.advance_rules(session, plan)
                     timings.append(time.perf_counter())
                     await session.rollback()
-                    ids = [r.id for r in rules.rules]  # the previous design: every rule's row
+                    ids = [uuid.UUID(int=rule_id) for rule_id in rules.ids]  # the previous design: every rule's row
                     await session.execute(update(AlertRule).where(AlertRule.id.in_(ids)).values(
                         last_fired_bar_ms=AlertRule.last_fired_bar_ms))  # fmt: skip
                     states.append((timings[1] - timings[0]) * 1000)

@@ -4,6 +4,7 @@ which firings get an outbox row; and the snapshot's JSON form (stored in events,
 
 from __future__ import annotations
 
+import gc
 import uuid
 from datetime import UTC, datetime
 
@@ -122,3 +123,37 @@ def test_a_close_writes_only_the_rules_whose_state_moves() -> None:
     deliver = {rule_id: firing.deliver for rule_id, firing in planned.firings.items()}
     assert deliver == {fires[0].id: True, fires[1].id: True, fires[2].id: False, broken.id: False, late.id: True}
     assert planned.firings[late.id].sentence == "volume ≥ 0 (20)"
+
+
+def test_compiled_rules_give_back_the_definitions_they_were_built_from() -> None:
+    conditions = [
+        {"all": [{"field": "bias", "op": "eq", "value": "long"}, {"not": {"event": "bos", "direction": "bearish"}}]},
+        {"any": [{"level": "fibonacci", "ratio": 0.618, "op": "crosses_above"},
+                 {"field": "rsi", "op": "lt", "value": 30}]},
+        {"level": "stop", "op": "crosses_below"},
+    ]  # fmt: skip
+    rules = [rule(condition=c, expires_ms=BAR + i, url="https://hook.example/a") for i, c in enumerate(conditions)]
+    compiled, _ = market(rules, {})
+    assert compiled.definitions() == rules
+    assert len(compiled) == 3
+
+
+def test_compiled_rules_hold_no_tracked_object_per_rule() -> None:
+    """Every full garbage collection walks the tracked objects with the event loop stopped: 100 000 rules kept as
+    objects (two UUIDs, a definition, a condition tree each) made those pauses 300-430 ms. The compiled form keeps
+    columns of untracked values, so the objects it holds do not grow with the number of rules."""
+
+    def compiled(count: int) -> MarketRules:
+        rules = [rule(condition={"field": "close", "op": "gt", "value": 1000 + i}) for i in range(count)]
+        return MarketRules(rules, {r.id: r.updated_at for r in rules})  # the definitions are freed on return
+
+    def held(count: int) -> int:
+        gc.collect()
+        before = len(gc.get_objects())
+        kept = compiled(count)
+        gc.collect()
+        assert len(kept) == count
+        return len(gc.get_objects()) - before
+
+    small, large = held(10), held(5000)
+    assert large - small < 50, (small, large)

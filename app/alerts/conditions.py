@@ -251,6 +251,22 @@ def parse_condition(
     return parsed
 
 
+def from_canonical(raw: Mapping[str, Any]) -> Condition:
+    """The tree back from `to_json`'s form, without the parser's checks: only for conditions that were parsed once
+    already (the rule cache rebuilds a firing rule's condition with it, ~4 times faster than `parse_condition`)."""
+    if "all" in raw:
+        return All(tuple(from_canonical(child) for child in raw["all"]))
+    if "any" in raw:
+        return AnyOf(tuple(from_canonical(child) for child in raw["any"]))
+    if "not" in raw:
+        return Not(from_canonical(raw["not"]))
+    if "field" in raw:
+        return Predicate(raw["field"], raw["op"], raw["value"])
+    if "event" in raw:
+        return Event(raw["event"], raw.get("direction"))
+    return Level(raw["level"], raw["op"], raw.get("ratio"))
+
+
 def to_json(condition: Condition) -> dict[str, Any]:
     """The canonical JSON form (what is stored and returned): only the members the node has."""
     match condition:

@@ -7,11 +7,21 @@ import math
 from typing import Any
 
 import numpy as np
+import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from app.alerts.circuit import Circuit
-from app.alerts.conditions import BIASES, DIRECTIONS, EVENTS, FIB_RATIOS, NUMERIC_FIELDS, parse_condition
+from app.alerts.conditions import (
+    BIASES,
+    DIRECTIONS,
+    EVENTS,
+    FIB_RATIOS,
+    NUMERIC_FIELDS,
+    from_canonical,
+    parse_condition,
+    to_json,
+)
 from app.alerts.evaluator import BarEvent, BarSnapshot, describe_firing, evaluate
 from app.alerts.frequency import FREQUENCY_CODES, NEVER, FireState, Frequency, step, step_many
 
@@ -152,3 +162,12 @@ def test_step_many_agrees_with_step(rules: list[tuple[Frequency, int, bool | Non
     )
     got = list(zip(decided.fire.tolist(), decided.disable.tolist(), decided.changed.tolist(), strict=True))
     assert got == expected
+
+
+@settings(max_examples=200, deadline=None)
+@given(raw=conditions)
+def test_a_condition_comes_back_whole_from_its_canonical_json(raw: Any) -> None:
+    """The rule cache keeps a rule's condition as canonical JSON and rebuilds it, unchecked, when the rule fires."""
+    parsed = parse_condition(raw, max_depth=64, max_nodes=10_000)
+    stored = orjson.dumps(to_json(parsed), option=orjson.OPT_SORT_KEYS)
+    assert from_canonical(orjson.loads(stored)) == parsed

@@ -36,6 +36,16 @@ def test_compose_services_and_their_references() -> None:
         source = volume.split(":", 1)[0]
         assert (ROOT / source).is_file(), f"nginx mounts a missing file: {source}"
     assert services["api"]["environment"]["DELTAFLOW_ENVIRONMENT"] == "production"
+    # Bar closes' alert evaluation runs in its own service, outside nginx; the API instances leave it to it.
+    assert services["api"]["environment"]["DELTAFLOW_ALERTS_EVALUATE"] == "false"
+    assert services["alerts"]["environment"]["DELTAFLOW_ALERTS_EVALUATE"] == "true"
+    assert (
+        services["alerts"]["environment"]["DELTAFLOW_DATABASE_URL"]
+        == services["api"]["environment"]["DELTAFLOW_DATABASE_URL"]
+    )
+    upstream = re.search(r"upstream deltaflow_api \{(.*?)\n    \}", (ROOT / "nginx" / "nginx.conf").read_text(), re.S)
+    assert upstream is not None
+    assert re.findall(r"^\s*server (\S+)", upstream.group(1), re.M) == ["api:8000"], "nginx sends to the API only"
 
 
 def _ingests(service: dict[str, Any]) -> bool:

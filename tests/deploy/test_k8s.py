@@ -225,6 +225,19 @@ def test_command_lines_are_accepted_by_the_cli_parser(overlay: str, monkeypatch:
     assert startup["periodSeconds"] * startup["failureThreshold"] > settings.market_lease_ttl_seconds * 4 / 3
     assert find(objects, "Deployment", "deltaflow-ingest")["spec"]["replicas"] == 2
 
+    # Alert rules are evaluated in their own pods, outside the Service; the API pods leave it to them.
+    _, alerts = only_container(objects, "Deployment", "deltaflow-alerts")
+    evaluator = parse(alerts["command"])
+    assert evaluator.command == "serve"
+    assert not evaluator.with_ingest
+    assert {e["name"]: e["value"] for e in alerts["env"]}["DELTAFLOW_ALERTS_EVALUATE"] == "true"
+    assert {e["name"]: e["value"] for e in api["env"]}["DELTAFLOW_ALERTS_EVALUATE"] == "false"
+    assert find(objects, "Deployment", "deltaflow-alerts")["spec"]["replicas"] == 2
+    selector = find(objects, "Service", "deltaflow-api")["spec"]["selector"]
+    assert not selector.items() <= pod_labels(objects, "deltaflow-alerts").items(), "no traffic to the evaluators"
+    for kind, path in (("startupProbe", "/startupz"), ("readinessProbe", "/readyz"), ("livenessProbe", "/healthz")):
+        assert alerts[kind]["httpGet"] == {"path": path, "port": "http"}
+
     _, migrate = only_container(objects, "Job", "deltaflow-migrate")
     assert parse(migrate["command"]).command == "migrate"
 
@@ -284,7 +297,7 @@ def test_hpa_scales_on_cpu_and_the_adapter_metric(overlay: str, monkeypatch: pyt
     assert rule["resources"]["overrides"]["pod"] == {"resource": "pod"}
 
     # Prometheus finds each pod's metrics listener through the scrape annotations.
-    for deployment in ("deltaflow-api", "deltaflow-ingest"):
+    for deployment in ("deltaflow-api", "deltaflow-ingest", "deltaflow-alerts"):
         template = find(objects, "Deployment", deployment)["spec"]["template"]
         annotations = template["metadata"]["annotations"]
         assert annotations["prometheus.io/scrape"] == "true"
@@ -298,7 +311,7 @@ def test_pods_run_non_root_read_only_bounded_and_spread(overlay: str) -> None:
     objects = render(overlay)
     uid = int(re.search(r"useradd [^\n]*--uid (\d+)", (ROOT / "Dockerfile").read_text()).group(1))  # type: ignore[union-attr]
     workloads = list(containers(objects))
-    assert len(workloads) == 3
+    assert len(workloads) == 4
     for pod, container in workloads:
         assert pod["securityContext"]["runAsNonRoot"] is True
         assert pod["securityContext"]["runAsUser"] == uid
@@ -313,13 +326,13 @@ def test_pods_run_non_root_read_only_bounded_and_spread(overlay: str) -> None:
         writable = {m["mountPath"]: volumes[m["name"]] for m in container["volumeMounts"]}
         assert list(writable) == [WRITABLE], "the one writable path"
         assert "emptyDir" in writable[WRITABLE]
-    for deployment in ("deltaflow-api", "deltaflow-ingest"):
+    for deployment in ("deltaflow-api", "deltaflow-ingest", "deltaflow-alerts"):
         spec = find(objects, "Deployment", deployment)["spec"]
         spreads = spec["template"]["spec"]["topologySpreadConstraints"]
         assert any(s["topologyKey"] == "kubernetes.io/hostname" for s in spreads)
         for spread in spreads:
             assert spread["labelSelector"]["matchLabels"].items() <= spec["template"]["metadata"]["labels"].items()
-    for name in ("deltaflow-api", "deltaflow-ingest"):
+    for name in ("deltaflow-api", "deltaflow-ingest", "deltaflow-alerts"):
         budget = find(objects, "PodDisruptionBudget", name)["spec"]
         assert budget["selector"]["matchLabels"].items() <= pod_labels(objects, name).items()
     namespace = next(o for o in objects if o["kind"] == "Namespace")
@@ -334,7 +347,7 @@ def test_network_policies_admit_only_the_ingress_controller_and_prometheus(overl
     assert set(deny["policyTypes"]) == {"Ingress", "Egress"}
     assert "ingress" not in deny
     assert "egress" not in deny
-    for _, labels in ((d, pod_labels(objects, d)) for d in ("deltaflow-api", "deltaflow-ingest")):
+    for _, labels in ((d, pod_labels(objects, d)) for d in ("deltaflow-api", "deltaflow-ingest", "deltaflow-alerts")):
         assert deny["podSelector"]["matchLabels"].items() <= labels.items()
 
     api = policies["deltaflow-api"]
@@ -355,6 +368,12 @@ def test_network_policies_admit_only_the_ingress_controller_and_prometheus(overl
     assert egress_ports("deltaflow-api") >= {5432, 6379, 443}
     assert egress_ports("deltaflow-ingest") >= {6379, 443, 9443}
     assert 5432 not in egress_ports("deltaflow-ingest"), "the ingestors never touch the database"
+    assert egress_ports("deltaflow-alerts") >= {5432, 6379, 443}
+    alerts = policies["deltaflow-alerts"]
+    assert alerts["podSelector"]["matchLabels"].items() <= pod_labels(objects, "deltaflow-alerts").items()
+    (only,) = alerts["ingress"]  # Prometheus only: nothing routes requests to the evaluators
+    assert only["from"][0]["podSelector"]["matchLabels"]["app.kubernetes.io/name"] == "prometheus"
+    assert [p["port"] for p in only["ports"]] == ["metrics"]
     assert egress_ports("deltaflow-migrate") == {5432}
     assert "ingress" not in policies["deltaflow-migrate"]
 

@@ -127,7 +127,15 @@ def test_deploy_migrates_rolls_out_smoke_tests_and_rolls_back() -> None:
     migrate = _step(job, "migration Job")["run"]
     rollout = _step(job, "Roll out")["run"]
     # The Job is applied alone, before any workload, and the rollout leaves it out.
-    configuration = migrate.index("-l 'app.kubernetes.io/component notin (api,ingest,migrate)'")
+    configuration = migrate.index("-l 'app.kubernetes.io/component notin (api,ingest,alerts,migrate)'")
+    workloads = {
+        o["metadata"]["labels"]["app.kubernetes.io/component"]
+        for o in render("production")
+        if o["kind"] in ("Deployment", "Job")
+    }
+    assert workloads == {"api", "ingest", "alerts", "migrate"}, "the configuration step must leave every workload out"
+    for deployment in sorted(workloads - {"migrate"}):
+        assert f"rollout status deployment/deltaflow-{deployment}" in rollout
     job_alone = migrate.index("-l app.kubernetes.io/component=migrate")
     assert configuration < job_alone < migrate.index("*Complete*")
     assert "component!=migrate" in rollout

@@ -253,7 +253,7 @@ def parse_condition(
 
 def from_canonical(raw: Mapping[str, Any]) -> Condition:
     """The tree back from `to_json`'s form, without the parser's checks: only for conditions that were parsed once
-    already (the rule cache rebuilds a firing rule's condition with it, ~4 times faster than `parse_condition`)."""
+    already (the rule cache rebuilds a firing rule's condition with it, in ~2 us where `parse_condition` takes ~7)."""
     if "all" in raw:
         return All(tuple(from_canonical(child) for child in raw["all"]))
     if "any" in raw:

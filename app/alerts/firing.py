@@ -11,7 +11,7 @@ read with, so of two evaluations of one close only one commits anything.
 
 To keep 10 000 rules on a market cheap:
 
-- the market's rules are compiled once (`MarketRules`, cached with the parsed definitions): their conditions into
+- the market's rules are compiled once (`MarketRules`, cached as columns of plain values): their conditions into
   one `circuit.Circuit`, their frequency, cooldown, creation and expiry into arrays;
 - a close evaluates the circuit once, steps every rule at once (`frequency.step_many`) and builds a sentence only
   for the rules that fire;

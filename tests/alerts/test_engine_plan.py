@@ -132,7 +132,11 @@ def test_compiled_rules_give_back_the_definitions_they_were_built_from() -> None
                  {"field": "rsi", "op": "lt", "value": 30}]},
         {"level": "stop", "op": "crosses_below"},
     ]  # fmt: skip
-    rules = [rule(condition=c, expires_ms=BAR + i, url="https://hook.example/a") for i, c in enumerate(conditions)]
+    rules = [
+        rule(condition=conditions[0], expires_ms=BAR, destination="url", url="https://hook.example/a"),
+        rule(condition=conditions[1], frequency=Frequency.ONCE, destination="none"),  # no expiry
+        rule(condition=conditions[2], frequency=Frequency.ON_CHANGE),
+    ]
     compiled, _ = market(rules, {})
     assert compiled.definitions() == rules
     assert len(compiled) == 3

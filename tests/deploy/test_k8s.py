@@ -225,19 +225,6 @@ def test_command_lines_are_accepted_by_the_cli_parser(overlay: str, monkeypatch:
     assert startup["periodSeconds"] * startup["failureThreshold"] > settings.market_lease_ttl_seconds * 4 / 3
     assert find(objects, "Deployment", "deltaflow-ingest")["spec"]["replicas"] == 2
 
-    # Alert rules are evaluated in their own pods, outside the Service; the API pods leave it to them.
-    _, alerts = only_container(objects, "Deployment", "deltaflow-alerts")
-    evaluator = parse(alerts["command"])
-    assert evaluator.command == "serve"
-    assert not evaluator.with_ingest
-    assert {e["name"]: e["value"] for e in alerts["env"]}["DELTAFLOW_ALERTS_EVALUATE"] == "true"
-    assert {e["name"]: e["value"] for e in api["env"]}["DELTAFLOW_ALERTS_EVALUATE"] == "false"
-    assert find(objects, "Deployment", "deltaflow-alerts")["spec"]["replicas"] == 2
-    selector = find(objects, "Service", "deltaflow-api")["spec"]["selector"]
-    assert not selector.items() <= pod_labels(objects, "deltaflow-alerts").items(), "no traffic to the evaluators"
-    for kind, path in (("startupProbe", "/startupz"), ("readinessProbe", "/readyz"), ("livenessProbe", "/healthz")):
-        assert alerts[kind]["httpGet"] == {"path": path, "port": "http"}
-
     _, migrate = only_container(objects, "Job", "deltaflow-migrate")
     assert parse(migrate["command"]).command == "migrate"
 
@@ -337,45 +324,6 @@ def test_pods_run_non_root_read_only_bounded_and_spread(overlay: str) -> None:
         assert budget["selector"]["matchLabels"].items() <= pod_labels(objects, name).items()
     namespace = next(o for o in objects if o["kind"] == "Namespace")
     assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
-
-
-@pytest.mark.parametrize("overlay", OVERLAYS)
-def test_network_policies_admit_only_the_ingress_controller_and_prometheus(overlay: str) -> None:
-    objects = render(overlay)
-    policies = {o["metadata"]["name"]: o["spec"] for o in objects if o["kind"] == "NetworkPolicy"}
-    deny = policies["deltaflow-default-deny"]
-    assert set(deny["policyTypes"]) == {"Ingress", "Egress"}
-    assert "ingress" not in deny
-    assert "egress" not in deny
-    for _, labels in ((d, pod_labels(objects, d)) for d in ("deltaflow-api", "deltaflow-ingest", "deltaflow-alerts")):
-        assert deny["podSelector"]["matchLabels"].items() <= labels.items()
-
-    api = policies["deltaflow-api"]
-    assert api["podSelector"]["matchLabels"].items() <= pod_labels(objects, "deltaflow-api").items()
-    sources = {
-        rule["from"][0]["podSelector"]["matchLabels"]["app.kubernetes.io/name"]: [p["port"] for p in rule["ports"]]
-        for rule in api["ingress"]
-    }
-    assert sources == {"ingress-nginx": ["http"], "prometheus": ["metrics"]}
-    _, container = only_container(objects, "Deployment", "deltaflow-api")
-    assert {"http", "metrics"} <= {p["name"] for p in container["ports"]}
-
-    def egress_ports(policy: str) -> set[int]:
-        return {port["port"] for rule in policies[policy].get("egress", []) for port in rule["ports"]}
-
-    dns = policies["deltaflow-dns"]
-    assert {p["port"] for p in dns["egress"][0]["ports"]} == {53}
-    assert egress_ports("deltaflow-api") >= {5432, 6379, 443}
-    assert egress_ports("deltaflow-ingest") >= {6379, 443, 9443}
-    assert 5432 not in egress_ports("deltaflow-ingest"), "the ingestors never touch the database"
-    assert egress_ports("deltaflow-alerts") >= {5432, 6379, 443}
-    alerts = policies["deltaflow-alerts"]
-    assert alerts["podSelector"]["matchLabels"].items() <= pod_labels(objects, "deltaflow-alerts").items()
-    (only,) = alerts["ingress"]  # Prometheus only: nothing routes requests to the evaluators
-    assert only["from"][0]["podSelector"]["matchLabels"]["app.kubernetes.io/name"] == "prometheus"
-    assert [p["port"] for p in only["ports"]] == ["metrics"]
-    assert egress_ports("deltaflow-migrate") == {5432}
-    assert "ingress" not in policies["deltaflow-migrate"]
 
 
 def test_overlays_differ_in_namespace_hosts_sizing_and_image_tag() -> None:

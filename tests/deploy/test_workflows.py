@@ -136,6 +136,8 @@ def test_deploy_migrates_rolls_out_smoke_tests_and_rolls_back() -> None:
     assert workloads == {"api", "ingest", "alerts", "migrate"}, "the configuration step must leave every workload out"
     for deployment in sorted(workloads - {"migrate"}):
         assert f"rollout status deployment/deltaflow-{deployment}" in rollout
+    # The evaluators are up before the API pods that leave alert evaluation to them.
+    assert rollout.index("rollout status deployment/deltaflow-alerts") < rollout.index("component!=migrate")
     job_alone = migrate.index("-l app.kubernetes.io/component=migrate")
     assert configuration < job_alone < migrate.index("*Complete*")
     assert "component!=migrate" in rollout
@@ -192,8 +194,8 @@ def test_deploy_selectors_apply_configuration_then_the_job_then_the_workloads() 
     job = _workflow("deploy.yml")["jobs"]["deploy"]
     script = _step(job, "migration Job")["run"] + _step(job, "Roll out")["run"]
     selectors = re.findall(r"kubectl apply -f \"\$MANIFESTS\" -l '?([^'\n]+?)'?$", script, re.MULTILINE)
-    assert len(selectors) == 3
-    configuration, migration, workloads = selectors
+    assert len(selectors) == 4
+    configuration, migration, evaluators, workloads = selectors
     for overlay in OVERLAYS:
         objects = [(o["kind"], o["metadata"].get("labels", {})) for o in render(overlay)]
 
@@ -201,6 +203,7 @@ def test_deploy_selectors_apply_configuration_then_the_job_then_the_workloads() 
             return sorted(kind for kind, labels in objects if _selected(selector, labels))
 
         assert kinds(migration) == ["Job"]
+        assert kinds(evaluators) == ["Deployment"]  # deltaflow-alerts, before the API pods that rely on it
         first = kinds(configuration)
         assert {"Namespace", "ServiceAccount", "ConfigMap", "NetworkPolicy"} <= set(first)
         assert not {"Deployment", "HorizontalPodAutoscaler", "Job"} & set(first)

@@ -112,6 +112,10 @@ def _settings(cluster: LocalRedisCluster, postgres_url: str, mock: MockExchange,
         # 250 ms default cut A's Redis round trip off (then the key is verified from the database, correctly, but
         # not cached in Redis, which is what this test looks at).
         auth_redis_timeout_seconds=5.0,
+        # A usage flush (every 10 s by default) committed between A's usage report and B's read of it bumps the
+        # tenant's generation and drops the cached report: under load one landed there and B missed. Nothing here
+        # reads flushed counts, and shutdown flushes what is left.
+        usage_flush_seconds=3600.0,
     )
 
 

@@ -127,7 +127,11 @@ def run_study(settings: Settings, args: argparse.Namespace) -> int:
     horizons = tuple(sorted(set(args.horizon))) if args.horizon else HORIZONS
     for number, params in enumerate(configurations(cost, horizons=horizons), start=1):
         trials.append(run_trial(params, inputs, STRIDES))
-        print(f"configuration {number}: h={params.horizon} window={params.window} l2={params.l2}", file=sys.stderr)
+        shrink = f"x{params.outcome_spacing:g}" if params.shrink else "off"
+        print(
+            f"configuration {number}: h={params.horizon} window={params.window} l2={params.l2} shrink={shrink}",
+            file=sys.stderr,
+        )
     kept = keep(trials)
     hourly = inputs["1h"]
     timing = fit_time_ms(hourly.features, hourly.forward[kept.params.horizon], kept.params)

@@ -123,6 +123,23 @@ def test_without_an_edge_it_abstains() -> None:
     assert float(np.nanmean(predictions.probability)) < 0.5  # after 20 bp of costs a coin flip loses more often
 
 
+def test_a_wider_outcome_spacing_trusts_a_windows_drift_and_spread_less() -> None:
+    # A weak edge plus a drift of 4 bp a bar: counting fewer independent outcomes pulls the window's pooled value
+    # toward its no-edge value (0 for the mean return; PAV keeps the weighted mean of equal-count bins) and the bins
+    # toward the pooled value.
+    features, forward = _planted(edge=0.0015, seed=13, n=1_200)
+    forward = forward + 0.0004
+    fits = [
+        fit_window(features, forward, 1_199, ModelParams(horizon=4, window=1_000, outcome_spacing=s)) for s in (1, 4)
+    ]
+    assert fits[0] is not None
+    assert fits[1] is not None
+    narrow, wide = fits[0].mean_return.value, fits[1].mean_return.value
+    assert abs(float(wide.mean())) < abs(float(narrow.mean()))
+    assert float(np.ptp(wide)) < float(np.ptp(narrow))
+    assert float(np.ptp(fits[1].p_long.value)) < float(np.ptp(fits[0].p_long.value))
+
+
 def test_no_model_below_the_minimum_rows() -> None:
     features, forward = _planted(edge=0.003, seed=13, n=300)
     params = ModelParams(horizon=4, window=1_000, min_rows=200)

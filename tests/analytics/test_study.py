@@ -122,12 +122,14 @@ def test_study_command_writes_the_report_on_a_small_slice_of_real_data(tmp_path:
     report = out.read_text()
     for name in ("1h", "4h", "1d"):
         assert f"| {name} | 330 |" in report
-    assert "chosen among **12 configurations, all counted**" in report
+    assert "chosen among **24 configurations, all counted**" in report
     for section in ("## 1. Information coefficient", "## 2. Learned, calibrated model", "### Reliability"):
         assert section in report
     for component in ("smc", "indicators", "cvd", "orderflow", "fibonacci", "score", "learned model"):
         assert f"| {component}" in report
-    assert report.count("| 12 | ") == 12  # one row per configuration run (3 windows, 2 ridges, shrinkage on and off)
+    # One row per configuration run: 3 windows x 2 ridges x (shrinkage off, or on at 3 outcome spacings).
+    assert report.count("| 12 | ") == 24
+    assert "| 12 | 500 | 1 | x2 |" in report
 
 
 def test_study_command_reports_a_missing_data_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -135,3 +137,31 @@ def test_study_command_reports_a_missing_data_folder(tmp_path: Path, capsys: pyt
     assert code == 2
     assert "cannot read the candles" in capsys.readouterr().err
     assert not (tmp_path / "x.md").exists()
+
+
+def test_reliability_counts_each_deciles_independent_outcomes() -> None:
+    # Horizon 4, every bar stated: the low half (bars 0-7) holds 2 non-overlapping 4-bar outcomes (bars 0 and 4),
+    # the high half (bars 8, 10, 12, 14, 16, 18, 20, 22) 4 (8, 12, 16, 20).
+    bars = 24
+    probability = np.where(np.arange(bars) < 8, 0.4, np.where(np.arange(bars) % 2 == 0, 0.6, np.nan))
+    predictions = Predictions(
+        preferred=np.ones(bars, dtype=np.int8),
+        side=np.zeros(bars, dtype=np.int8),
+        probability=probability,
+        expected_return=np.zeros(bars),
+        score=np.zeros(bars),
+    )
+    forward = np.full(bars, 0.01)
+    figures = score_predictions(predictions, forward, horizon=4, cost_per_side=0.001, deciles=2)
+    low, high = figures.reliability
+    assert (low.n, low.independent, high.n, high.independent) == (8, 2, 8, 4)
+    assert high.standard_error == pytest.approx(math.sqrt(0.6 * 0.4 / 4))
+
+
+def test_a_calibrated_decile_lands_within_tolerance_as_often_as_its_sample_allows() -> None:
+    from app.analytics.study.scoring import ReliabilityRow
+
+    # ~80 independent outcomes at p = 0.5: se 5.6 points, so ±5 points holds only ~63 % of the time.
+    assert ReliabilityRow(2_000, 0.5, 0.5, 80).within(0.05) == pytest.approx(0.626, abs=0.005)
+    assert ReliabilityRow(20_000, 0.5, 0.5, 20_000).within(0.05) == pytest.approx(1.0)
+    assert ReliabilityRow(10, 0.5, 0.5, 0).within(0.05) == 1.0  # no outcome: nothing to measure

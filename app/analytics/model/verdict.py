@@ -16,6 +16,8 @@ class ModelVerdict:
     ``preferred`` is the side with the larger expected return after fees (None without a model);
     ``win_probability`` is the calibrated probability that following it wins after fees over ``horizon_bars``,
     ``expected_return`` its expected return after fees (a fraction of the entry price).
+    ``shrinkage_bars_per_outcome``: the calibration's empirical-Bayes shrinkage counts one independent outcome per
+    this many bars (None: no shrinkage).
     """
 
     horizon_bars: int
@@ -23,6 +25,7 @@ class ModelVerdict:
     cost_per_side: float
     l2: float
     calibration_rows: int
+    shrinkage_bars_per_outcome: int | None
     preferred: str | None
     win_probability: float | None
     expected_return: float | None
@@ -36,6 +39,7 @@ class ModelVerdict:
             "fees_round_trip_bp": json_float(2 * self.cost_per_side * 10_000),
             "l2": self.l2,
             "calibration_rows": self.calibration_rows,
+            "shrinkage_bars_per_outcome": self.shrinkage_bars_per_outcome,
             "preferred": self.preferred,
             "win_probability": None if self.win_probability is None else json_float(self.win_probability),
             "expected_return": None if self.expected_return is None else json_float(self.expected_return),

@@ -153,6 +153,9 @@ class Settings(
     analyze_max_candles: Annotated[int, Field(ge=1, le=1_000_000)] = 100_000
     analyze_max_trades: Annotated[int, Field(ge=0, le=10_000_000)] = 1_000_000
     analyze_max_body_bytes: Annotated[int, Field(ge=1)] = 128 * 1_048_576
+    # `evaluate` with the calibrated signal (`params.signal.calibrated`) refits the model at every bar, ~1 ms a bar:
+    # at most this many candles (5 000: ~5 s of one analysis worker).
+    analyze_evaluate_calibrated_max_candles: Annotated[int, Field(ge=1, le=1_000_000)] = 5_000
     # Worker processes per server process running analyses (parsing, validation, analytics, encoding), which
     # keeps the event loop free; 0 runs them in one thread instead (no extra processes, but JSON parsing holds
     # the GIL: measured loop stalls of up to ~400 ms on a 1 000 000-trade body).

@@ -6,6 +6,8 @@ or CryptoDataDownload's `2024-01-31 05-PM`) and `open`, `high`, `low`, `close`, 
 `taker_buy_volume` / `buy_v` is used when present. A banner line before the header (CryptoDataDownload's) is
 skipped; rows are sorted by time and exact duplicates of a time keep the first. `--timeframe` aggregates the bars
 into longer ones (1h → 4h, 1d …) before the replay; a bucket missing bars is still one bar (the gaps are counted).
+`--calibrated` replays the calibrated signal (``params.signal.calibrated``, its model at the defaults the study
+kept) instead of the heuristic one: a refit at every bar, ~1 ms a bar, and no bar limit here (the CPU is yours).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from app.analytics import Candles
+from app.analytics import AnalysisParams, Candles, SignalParams
 from app.analytics.evaluation import EvaluationParams
 from app.analytics.track_record import track_record
 from app.config import Settings
@@ -47,6 +49,9 @@ def add_evaluate_parser(commands: Any) -> None:
     parser.add_argument("--fees-bps", type=float, help="fee per side (default DELTAFLOW_TRACK_RECORD_FEE_BPS)")
     parser.add_argument("--slippage-bps", type=float, help="slippage per side (default …_SLIPPAGE_BPS)")
     parser.add_argument("--json", action="store_true", help="print the full evaluation as JSON instead")
+    parser.add_argument(
+        "--calibrated", action="store_true", help="replay the calibrated signal (a model refitted at every bar)"
+    )
 
 
 def run_evaluate(settings: Settings, args: argparse.Namespace) -> int:
@@ -63,7 +68,8 @@ def run_evaluate(settings: Settings, args: argparse.Namespace) -> int:
     except (OSError, ValueError) as exc:
         print(f"deltaflow evaluate: {exc}", file=sys.stderr)
         return 2
-    evaluation = track_record(candles, params).evaluation
+    signal = AnalysisParams(signal=SignalParams(calibrated=True)) if args.calibrated else None
+    evaluation = track_record(candles, params, params=signal).evaluation
     document = evaluation.to_dict()
     if args.json:
         print(orjson.dumps(document, option=orjson.OPT_INDENT_2).decode())

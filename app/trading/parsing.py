@@ -57,6 +57,8 @@ _TRADE_ITEMS = TypeAdapter(list[TradeIn])
 class Limits:
     max_candles: int
     max_trades: int
+    # `evaluate` of the calibrated signal refits its model at every bar: at most this many candles.
+    max_calibrated_evaluate_candles: int = 5_000
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -109,7 +111,7 @@ def parse_body(body: bytes, limits: Limits) -> AnalysisInput:
         trades = columnar.trades(raw_trades, limits.max_trades)
     else:
         trades = _trades(raw_trades, limits.max_trades)
-    return assemble(candles, trades, options)
+    return assemble(candles, trades, options, limits)
 
 
 def parse_options(members: dict[str, Any]) -> AnalyzeOptions:
@@ -120,7 +122,7 @@ def parse_options(members: dict[str, Any]) -> AnalyzeOptions:
         raise BodyInvalid(pydantic_errors(failure, ("body",))) from None
 
 
-def assemble(candles: Candles, trades: Trades | None, options: AnalyzeOptions) -> AnalysisInput:
+def assemble(candles: Candles, trades: Trades | None, options: AnalyzeOptions, limits: Limits) -> AnalysisInput:
     modules = tuple(options.modules) if options.modules else None
     evaluate = None
     if options.evaluate is not None:
@@ -134,11 +136,16 @@ def assemble(candles: Candles, trades: Trades | None, options: AnalyzeOptions) -
             horizons=tuple(sorted(set(chosen.horizons))), fee_bps=chosen.fees_bps, slippage_bps=chosen.slippage_bps
         )
     params = build_params(options.params)
-    if evaluate is not None and params.signal.calibrated:
-        # Its replay refits the model at every bar: ~5 ms a bar, minutes of CPU for a large body. The calibrated
-        # signal's out-of-sample record is what `deltaflow study` measures (docs/signal-study.md).
-        message = "evaluate replays the heuristic signal only: the calibrated one refits at every bar (see the study)"
-        raise BodyInvalid([error(("body", "params", "signal", "calibrated"), "value_error", message)])
+    limit = limits.max_calibrated_evaluate_candles
+    if evaluate is not None and params.signal.calibrated and len(candles) > limit:
+        # Its replay refits the model at every bar (~1 ms a bar on 500-bar windows): bounded, so that one request
+        # cannot hold an analysis worker for minutes. The walk-forward record over a long history is what
+        # `deltaflow study` measures (docs/signal-study.md).
+        message = (
+            f"evaluate with the calibrated signal refits its model at every bar: at most {limit} candles "
+            f"(DELTAFLOW_ANALYZE_EVALUATE_CALIBRATED_MAX_CANDLES), {len(candles)} given"
+        )
+        raise BodyInvalid([error(("body", "candles"), "too_long", message)])
     return AnalysisInput(candles, trades, modules, params, options.include_series, evaluate)
 
 

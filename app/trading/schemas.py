@@ -233,7 +233,9 @@ class AnalyzeOptions(BaseModel):
         default=None,
         description="Also replay the signal at every bar (from the bars up to it only) and evaluate it: "
         "`evaluation.by_horizon` with `all`, `long`, `short` and `baselines` (`always_long`, `random`); with "
-        "`include_series`, the per-bar bias, score and forward return per horizon. Candles only (no `trades`).",
+        "`include_series`, the per-bar bias, score and forward return per horizon. Candles only (no `trades`). "
+        "With `params.signal.calibrated` the replay refits the model at every bar: at most "
+        "`DELTAFLOW_ANALYZE_EVALUATE_CALIBRATED_MAX_CANDLES` candles (5 000 by default).",
     )
 
 

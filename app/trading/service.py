@@ -52,7 +52,11 @@ def _worker_ready() -> bool:
 
 class AnalysisRunner:
     def __init__(self, settings: Settings) -> None:
-        self.limits = Limits(max_candles=settings.analyze_max_candles, max_trades=settings.analyze_max_trades)
+        self.limits = Limits(
+            max_candles=settings.analyze_max_candles,
+            max_trades=settings.analyze_max_trades,
+            max_calibrated_evaluate_candles=settings.analyze_evaluate_calibrated_max_candles,
+        )
         self.workers = settings.analyze_workers
         self.capacity = max(1, self.workers)
         self.max_admitted = self.capacity + settings.analyze_max_queued

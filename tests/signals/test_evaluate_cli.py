@@ -6,11 +6,12 @@ import subprocess
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
 
-from app.analytics import Candles
+from app.analytics import AnalysisParams, Candles, SignalParams
 from app.analytics.evaluation import EvaluationParams
 from app.analytics.track_record import track_record
 from app.signals.evaluate_cli import aggregate, read_candles
@@ -20,20 +21,20 @@ DELTAFLOW = str(Path(sys.executable).parent / "deltaflow")
 ROWS = candle_rows(240, seed=21)
 
 
-def _write(path: Path, *, banner: bool = False) -> Path:
+def _write(path: Path, *, banner: bool = False, rows: list[dict[str, Any]] = ROWS) -> Path:
     lines = ["https://www.cryptodatadownload.com"] if banner else []
     lines.append("date,open,high,low,close,Volume")
-    for row in reversed(ROWS):  # newest first, as CryptoDataDownload writes them
+    for row in reversed(rows):  # newest first, as CryptoDataDownload writes them
         stamp = str(row["t"] // 1000)  # epoch seconds
         lines.append(f"{stamp},{row['o']!r},{row['h']!r},{row['l']!r},{row['c']!r},{row['v']!r}")
     path.write_text("\n".join(lines) + "\n")
     return path
 
 
-def _candles() -> Candles:
+def _candles(rows: list[dict[str, Any]] = ROWS) -> Candles:
     return Candles.from_arrays(
-        open_time=[r["t"] for r in ROWS], open=[r["o"] for r in ROWS], high=[r["h"] for r in ROWS],
-        low=[r["l"] for r in ROWS], close=[r["c"] for r in ROWS], volume=[r["v"] for r in ROWS],
+        open_time=[r["t"] for r in rows], open=[r["o"] for r in rows], high=[r["h"] for r in rows],
+        low=[r["l"] for r in rows], close=[r["c"] for r in rows], volume=[r["v"] for r in rows],
     )  # fmt: skip
 
 
@@ -46,6 +47,18 @@ def test_the_json_output_is_the_engine_s_evaluation_of_the_file(tmp_path: Path) 
     assert done.returncode == 0, done.stderr
     expected = track_record(_candles(), EvaluationParams(horizons=(1, 4))).evaluation.to_dict()
     assert orjson.loads(done.stdout) == orjson.loads(orjson.dumps(expected))
+
+
+def test_calibrated_replays_the_calibrated_signal(tmp_path: Path) -> None:
+    rows = candle_rows(700, seed=22)
+    done = _run("--csv", str(_write(tmp_path / "c.csv", rows=rows)), "--horizon", "24", "--calibrated", "--json")
+    assert done.returncode == 0, done.stderr
+    calibrated = AnalysisParams(signal=SignalParams(calibrated=True))
+    horizon = EvaluationParams(horizons=(24,))
+    expected = track_record(_candles(rows), horizon, params=calibrated).evaluation.to_dict()
+    assert orjson.loads(done.stdout) == orjson.loads(orjson.dumps(expected))
+    heuristic = track_record(_candles(rows), horizon).evaluation.to_dict()
+    assert orjson.loads(done.stdout) != orjson.loads(orjson.dumps(heuristic))
 
 
 def test_the_table_reads_a_bannered_newest_first_file(tmp_path: Path) -> None:

@@ -9,8 +9,11 @@ import pytest
 from httpx import AsyncClient
 
 from app.analytics import AnalysisParams, SignalParams, analyze
+from app.analytics.evaluation import EvaluationParams
 from app.analytics.model import ModelParams
-from tests.trading.conftest import candle_rows
+from app.analytics.track_record import track_record
+from app.config import Settings
+from tests.trading.conftest import candle_rows, signals_client_with
 from tests.trading.test_analyze import candles_of, json_roundtrip, post, problem
 
 MODEL: dict[str, int] = {"horizon": 12, "window": 300, "min_rows": 100}
@@ -56,8 +59,28 @@ async def test_a_bad_model_parameter_is_a_422_pointing_at_it(
     assert (errors[0]["pointer"], errors[0]["code"]) == (pointer, code)
 
 
-async def test_evaluating_the_calibrated_signal_is_refused_with_the_reason(signals_client: AsyncClient) -> None:
-    body = {"candles": candle_rows(300), "params": {"signal": {"calibrated": True}}, "evaluate": {}}
-    errors = problem(await post(signals_client, body), 422, "validation-failed")["errors"]
-    assert errors[0]["pointer"] == "#/params/signal/calibrated"
-    assert "refits at every bar" in errors[0]["detail"]
+async def test_the_calibrated_signals_track_record_is_the_engines(signals_client: AsyncClient) -> None:
+    rows = candle_rows(400)
+    body = {"candles": rows, "params": {"signal": {"calibrated": True, "model": MODEL}}, "evaluate": {"horizons": [12]}}
+    response = await post(signals_client, body)
+    assert response.status_code == 200, response.text
+    params = AnalysisParams(
+        signal=SignalParams(calibrated=True, model=ModelParams(horizon=12, window=300, min_rows=100))
+    )
+    expected = track_record(candles_of(rows), EvaluationParams(horizons=(12,)), params=params).evaluation.to_dict()
+    expected["by_horizon"] = expected.pop("horizons")
+    evaluation = response.json()["evaluation"]
+    assert evaluation == json_roundtrip(expected)
+    heuristic = await post(signals_client, {"candles": rows, "evaluate": {"horizons": [12]}})
+    assert heuristic.json()["evaluation"] != evaluation  # the replay is the calibrated signal's, not the default's
+
+
+async def test_evaluating_the_calibrated_signal_is_bounded_by_a_setting(settings: Settings) -> None:
+    body = {"candles": candle_rows(150), "params": {"signal": {"calibrated": True}}, "evaluate": {}}
+    async with signals_client_with(settings, analyze_evaluate_calibrated_max_candles=100) as client:
+        errors = problem(await post(client, body), 422, "validation-failed")["errors"]
+        assert (errors[0]["pointer"], errors[0]["code"]) == ("#/candles", "too_long")
+        assert "at most 100 candles" in errors[0]["detail"]
+        assert "150 given" in errors[0]["detail"]
+        assert (await post(client, {**body, "candles": candle_rows(100)})).status_code == 200
+        assert (await post(client, {**body, "params": {}})).status_code == 200  # the heuristic replay is not bounded

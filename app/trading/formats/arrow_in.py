@@ -47,7 +47,7 @@ def parse_arrow(body: bytes, limits: Limits) -> AnalysisInput:
     options = parse_options(_options(metadata))
     candles = _candles(candle_table, options.interval_ms)
     trades = None if trade_table is None else _trades(trade_table)
-    return assemble(candles, trades, options)
+    return assemble(candles, trades, options, limits)
 
 
 def _read(source: pa.BufferReader, name: str, limit: int) -> tuple[pa.Table, dict[bytes, bytes]]:

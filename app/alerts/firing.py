@@ -97,18 +97,18 @@ class MarketRules:
         self.names = [rule.name for rule in rules]
         self.conditions = [_text_of(rule.condition, texts) for rule in rules]
         self.frequencies = [rule.frequency for rule in rules]  # enum members: shared, nothing new per rule
-        self.cooldown_bars = [rule.cooldown_bars for rule in rules]
-        self.expiries = [rule.expires_ms for rule in rules]
-        self.created = [rule.created_ms for rule in rules]
         self.updated_at = [rule.updated_at for rule in rules]
         self.destinations = [(rule.destination_type, rule.destination_url) for rule in rules]
         self.index = {rule_id: position for position, rule_id in enumerate(self.ids)}  # see `MarketState.keys`
         self.versions = {rule_id.int: version for rule_id, version in versions.items()}
         self.circuit = Circuit([rule.condition for rule in rules])
         self.frequency = np.asarray([FREQUENCY_CODES[r.frequency] for r in rules], dtype=np.int8)
-        self.cooldown = np.asarray(self.cooldown_bars, dtype=np.int64)
-        self.created_ms = np.asarray(self.created, dtype=np.int64)
-        self.expires_ms = np.asarray([NO_EXPIRY if e is None else e for e in self.expiries], dtype=np.int64)
+        # The numeric fields live in these arrays only; `definition` reads them back (NO_EXPIRY is None again).
+        self.cooldown = np.asarray([rule.cooldown_bars for rule in rules], dtype=np.int64)
+        self.created_ms = np.asarray([rule.created_ms for rule in rules], dtype=np.int64)
+        self.expires_ms = np.asarray(
+            [NO_EXPIRY if rule.expires_ms is None else rule.expires_ms for rule in rules], dtype=np.int64
+        )
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -131,15 +131,16 @@ class MarketRules:
 
     def definition(self, position: int, parsed: dict[bytes, Condition] | None = None) -> RuleDefinition:
         destination_type, destination_url = self.destinations[position]
+        expires = int(self.expires_ms[position])
         return RuleDefinition(
             id=uuid.UUID(int=self.ids[position]),
             tenant_id=uuid.UUID(int=self.tenant_ids[position]),
             name=self.names[position],
             condition=self.condition(position, parsed),
             frequency=self.frequencies[position],
-            cooldown_bars=self.cooldown_bars[position],
-            expires_ms=self.expiries[position],
-            created_ms=self.created[position],
+            cooldown_bars=int(self.cooldown[position]),
+            expires_ms=None if expires == NO_EXPIRY else expires,
+            created_ms=int(self.created_ms[position]),
             updated_at=self.updated_at[position],
             destination_type=destination_type,
             destination_url=destination_url,

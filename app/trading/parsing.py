@@ -42,7 +42,7 @@ from app.trading.checks import (
     pydantic_errors,
     times_from_ints,
 )
-from app.trading.errors import BodyInvalid
+from app.trading.errors import BodyInvalid, InvalidMarketData
 from app.trading.formats import columnar_in as columnar
 from app.trading.params import build_params
 from app.trading.schemas import AnalyzeOptions, CandleIn, TradeIn
@@ -145,7 +145,8 @@ def assemble(candles: Candles, trades: Trades | None, options: AnalyzeOptions, l
             f"evaluate with the calibrated signal refits its model at every bar: at most {limit} candles "
             f"(DELTAFLOW_ANALYZE_EVALUATE_CALIBRATED_MAX_CANDLES), {len(candles)} given"
         )
-        raise BodyInvalid([error(("body", "candles"), "too_long", message)])
+        # The same problem type and pointer as the plain candle limit (`checks.check_size`).
+        raise InvalidMarketData([{"pointer": "#/candles", "detail": message, "code": "too_long"}])
     return AnalysisInput(candles, trades, modules, params, options.include_series, evaluate)
 
 

@@ -13,6 +13,7 @@ import pytest
 from app.analytics.model import Predictions
 from app.analytics.study import WARMUP_BARS, complete_buckets, newey_west_t, rank_ic, score_predictions, study_inputs
 from app.analytics.study.ic import newey_west_lags
+from app.analytics.study.scoring import ReliabilityRow, effective_outcomes
 from app.cli import main
 from tests.analytics.real_data import SHARED_DATA
 from tests.analytics.synthetic import HOUR_MS, ohlc_candles, random_walk
@@ -139,9 +140,10 @@ def test_study_command_reports_a_missing_data_folder(tmp_path: Path, capsys: pyt
     assert not (tmp_path / "x.md").exists()
 
 
-def test_reliability_counts_each_deciles_independent_outcomes() -> None:
-    # Horizon 4, every bar stated: the low half (bars 0-7) holds 2 non-overlapping 4-bar outcomes (bars 0 and 4),
-    # the high half (bars 8, 10, 12, 14, 16, 18, 20, 22) 4 (8, 12, 16, 20).
+def test_reliability_counts_each_deciles_effective_outcomes() -> None:
+    # Horizon 4, rho(d) = (2 / pi) asin(1 - d / 4): rho(1) = 0.5399, rho(2) = 1/3, rho(3) = 0.1609. The low half
+    # (bars 0-7, contiguous) has 7, 6 and 5 pairs at gaps 1, 2, 3; the high half (bars 8, 10, ..., 22) 7 pairs at
+    # gap 2 only.
     bars = 24
     probability = np.where(np.arange(bars) < 8, 0.4, np.where(np.arange(bars) % 2 == 0, 0.6, np.nan))
     predictions = Predictions(
@@ -154,14 +156,17 @@ def test_reliability_counts_each_deciles_independent_outcomes() -> None:
     forward = np.full(bars, 0.01)
     figures = score_predictions(predictions, forward, horizon=4, cost_per_side=0.001, deciles=2)
     low, high = figures.reliability
-    assert (low.n, low.independent, high.n, high.independent) == (8, 2, 8, 4)
-    assert high.standard_error == pytest.approx(math.sqrt(0.6 * 0.4 / 4))
+    rho = [2 / math.pi * math.asin(1 - gap / 4) for gap in (1, 2, 3)]
+    assert (low.n, high.n) == (8, 8)
+    assert low.effective == pytest.approx(64 / (8 + 2 * (7 * rho[0] + 6 * rho[1] + 5 * rho[2])))
+    assert high.effective == pytest.approx(64 / (8 + 2 * 7 / 3))
+    assert high.standard_error == pytest.approx(math.sqrt(0.6 * 0.4 / high.effective))
+    assert effective_outcomes(np.arange(10), 1) == 10  # one-bar outcomes do not overlap
+    assert effective_outcomes(np.array([0, 5, 10]), 4) == 3  # nor do 4-bar outcomes 5 bars apart
 
 
 def test_a_calibrated_decile_lands_within_tolerance_as_often_as_its_sample_allows() -> None:
-    from app.analytics.study.scoring import ReliabilityRow
-
-    # ~80 independent outcomes at p = 0.5: se 5.6 points, so ±5 points holds only ~63 % of the time.
-    assert ReliabilityRow(2_000, 0.5, 0.5, 80).within(0.05) == pytest.approx(0.626, abs=0.005)
+    # 80 independent outcomes at p = 0.5: se 5.59 points, so ±5 points holds only 2 Phi(0.894) - 1 = 62.9 %.
+    assert ReliabilityRow(2_000, 0.5, 0.5, 80).within(0.05) == pytest.approx(0.629, abs=0.001)
     assert ReliabilityRow(20_000, 0.5, 0.5, 20_000).within(0.05) == pytest.approx(1.0)
-    assert ReliabilityRow(10, 0.5, 0.5, 0).within(0.05) == 1.0  # no outcome: nothing to measure
+    assert math.isnan(ReliabilityRow(10, 0.5, 0.5, 0).within(0.05))  # no outcome: nothing to measure

@@ -57,9 +57,34 @@ def test_the_most_conservative_spacing_within_one_standard_error_is_kept() -> No
     close = _trial(_spacing(2.0), (0.16, 0.16))  # within one se
     far = _trial(_spacing(4.0), (0.05, 0.05))  # beyond it
     other = _trial(ModelParams(horizon=12, window=500, l2=1.0, outcome_spacing=4.0), (0.19, 0.19))  # another path
-    assert keep([best, close, far, other]) is close
-    assert keep([best, far, other]) is best
+    wider = _trial(ModelParams(horizon=24, window=1_000, l2=1.0, outcome_spacing=4.0), (0.19, 0.19))  # and another
+    assert keep([best, close, far, other, wider]) is close
+    assert keep([best, far, other, wider]) is best
     assert keep([close, best]) is close  # grid order does not matter to the rule
+    farthest = _trial(_spacing(4.0), (0.14, 0.14))  # also within one se: the largest spacing wins
+    assert keep([best, close, farthest]) is farthest
+
+
+def test_then_the_strongest_ridge() -> None:
+    best = _trial(ModelParams(horizon=24, window=500, l2=0.01, outcome_spacing=2.0), (0.20, 0.20))
+    ridged = _trial(ModelParams(horizon=24, window=500, l2=1.0, outcome_spacing=2.0), (0.17, 0.17))
+    shallower = _trial(ModelParams(horizon=24, window=500, l2=1.0, outcome_spacing=1.0), (0.19, 0.19))
+    assert keep([best, ridged, shallower]) is ridged  # spacing first, then the ridge
+    assert keep([best, shallower]) is best  # a smaller spacing is never more conservative
+
+
+def test_the_correlated_bound_widens_the_band() -> None:
+    best = _trial(_spacing(1.0), (0.20, 0.20))  # se 0.071 independent, 0.100 perfectly correlated
+    between = _trial(_spacing(4.0), (0.115, 0.115))
+    assert keep([best, between]) is best
+    assert keep([best, between], correlated=True) is between
+
+
+def test_an_undefined_criterion_ranks_last() -> None:
+    empty = Trial(BASE)  # no series: the criterion is NaN
+    assert math.isnan(empty.criterion)
+    scored = _trial(ModelParams(horizon=24, window=500, l2=1.0, shrink=False), (0.1, 0.1))
+    assert keep([empty, scored]) is scored
 
 
 def test_a_best_without_shrinkage_is_kept_as_it_is() -> None:

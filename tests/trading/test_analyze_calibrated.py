@@ -32,6 +32,7 @@ async def test_the_calibrated_signal_is_the_engines_with_its_model_block(signals
     model = signal["model"]
     assert (model["horizon_bars"], model["window_bars"], model["fees_round_trip_bp"]) == (12, 300, 20.0)
     assert model["calibration_rows"] > 100
+    assert model["shrinkage_bars_per_outcome"] == 24  # h 12 x the default outcome spacing of 2
     assert signal["bias"] in {"long", "short", "neutral"}
     assert model["reasons"]
 
@@ -78,7 +79,7 @@ async def test_the_calibrated_signals_track_record_is_the_engines(signals_client
 async def test_evaluating_the_calibrated_signal_is_bounded_by_a_setting(settings: Settings) -> None:
     body = {"candles": candle_rows(150), "params": {"signal": {"calibrated": True}}, "evaluate": {}}
     async with signals_client_with(settings, analyze_evaluate_calibrated_max_candles=100) as client:
-        errors = problem(await post(client, body), 422, "validation-failed")["errors"]
+        errors = problem(await post(client, body), 422, "invalid-market-data")["errors"]
         assert (errors[0]["pointer"], errors[0]["code"]) == ("#/candles", "too_long")
         assert "at most 100 candles" in errors[0]["detail"]
         assert "150 given" in errors[0]["detail"]

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 
 from app.analytics.model import DeflatedSharpe
 from app.analytics.study.ic import InformationCoefficient
-from app.analytics.study.run import COLUMNS, HORIZONS, Trial, best
+from app.analytics.study.run import COLUMNS, HORIZONS, Trial, best, keep
 from app.analytics.study.scoring import MIN_TRADES, ModelFigures
 from app.analytics.types import Candles
 
@@ -48,6 +48,11 @@ def _shrinkage(trial: Trial) -> str:
     return f"x{trial.params.outcome_spacing:g}" if trial.params.shrink else "no"
 
 
+def _label(trial: Trial) -> str:
+    p = trial.params
+    return f"h {p.horizon}, window {p.window}, l2 {p.l2:g}, shrinkage {_shrinkage(trial)}"
+
+
 def _kept_shrinkage(kept: Trial) -> str:
     p = kept.params
     return f"on, one independent outcome per {p.outcome_spacing:g} horizons" if p.shrink else "off"
@@ -69,7 +74,7 @@ def _reliability(name: str, f: ModelFigures) -> str:
     lines = [
         f"**{name}** (horizon {f.horizon}): stated probability decile → realised hit rate after fees",
         "",
-        "| decile | n | independent | stated | realised | realised - stated | noise (2 se) | within ±5 pts | "
+        "| decile | n | effective n | stated | realised | realised - stated | noise (2 se) | within ±5 pts | "
         "within noise |",
         "|---:|---:|---:|---:|---:|---:|---:|:---:|:---:|",
     ]
@@ -78,10 +83,11 @@ def _reliability(name: str, f: ModelFigures) -> str:
         ok = "yes" if abs(gap) <= TOLERANCE else "**no**"
         noise = 2 * row.standard_error
         calm = "yes" if abs(gap) <= noise else "**no**"
+        small = row.n < MIN_TRADES
         lines.append(
-            f"| {number} | {row.n} | {row.independent} | {row.stated:.3f} | {row.realised:.3f} | "
-            f"{gap * 100:+.1f} pts | ±{_num(noise, '.1f', 100)} pts | {ok if row.n >= MIN_TRADES else 'n < 30'} | "
-            f"{calm} |"
+            f"| {number} | {row.n} | {row.effective:.0f} | {row.stated:.3f} | {row.realised:.3f} | "
+            f"{gap * 100:+.1f} pts | ±{_num(noise, '.1f', 100)} pts | {'n < 30' if small else ok} | "
+            f"{'n < 30' if small else calm} |"
         )
     return "\n".join([*lines, ""])
 
@@ -110,11 +116,14 @@ def _targets(names: list[str], kept: Trial) -> str:
     lines += [
         "",
         "*expected of a calibrated model*: how many of these deciles a model whose stated probabilities were exactly "
-        "right would bring within ±5 points, given each decile's independent outcomes (the sum over the deciles of "
-        "P(|noise| ≤ 5 pts)): the issue's every-decile target is out of reach of any model where this is well below "
-        "the count of deciles, and there the *within noise* column (gap within two standard errors) is the test "
-        "that can fail. The last column is the check the issue's targets leave out: a decided mean above zero that "
-        "is not above always-long over the same bars is the market's drift, not the signal's skill.",
+        "right would bring within ±5 points, given each decile's effective number of independent outcomes (the sum "
+        "over the deciles of P(|noise| ≤ 5 pts); *effective n* assumes the overlap of h-bar outcomes is their only "
+        "dependence, `scoring.effective_outcomes`): the issue's every-decile target is out of reach of any model "
+        "where this is well below the count of deciles. *within noise* (the gap within two standard errors) is a "
+        "weak test where the effective n is small (a few dozen outcomes give bands of ±15-35 points); read the top "
+        "decile's gap, where the decisions are taken, beside it. The last column is the check the issue's targets "
+        "leave out: a decided mean above zero that is not above always-long over the same bars is the market's "
+        "drift, not the signal's skill.",
     ]
     return "\n".join(lines)
 
@@ -212,9 +221,12 @@ def render(
         f"embargo {p.gap} bars, {p.bins} calibration bins, at least {p.min_rows} rows), chosen among "
         f"**{len(trials)} configurations, all counted** (table in section 4) by the mean over the series of the "
         f"per-trade Sharpe ratio of non-overlapping decided trades after fees (fewer than {MIN_TRADES} trades "
-        f"count 0), then the one-standard-error rule along the shrinkage path (the most conservative spacing within "
-        f"one standard error of the best). Criterion of the kept one: {kept.criterion:+.4f}; of the best: "
-        f"{best(trials).criterion:+.4f} ± {_num(best(trials).criterion_error, '.4f')}. Refit stride (bars): "
+        f"count 0), then the one-standard-error rule along the regularisation paths (of the best's horizon and "
+        f"window, the largest spacing, then the strongest ridge, within one standard error of the best). Criterion "
+        f"of the kept one: {kept.criterion:+.4f}; of the best ({_label(best(trials))}): "
+        f"{best(trials).criterion:+.4f} ± {_num(best(trials).criterion_error, '.4f')}, the series taken as "
+        f"independent; taken as perfectly correlated (± {_num(best(trials).criterion_error_correlated, '.4f')}) "
+        f"the rule would keep {_label(keep(trials, correlated=True))}. Refit stride (bars): "
         + ", ".join(f"{n} {strides[n]}" for n in names)
         + " — one fit per day of bars; a signal calling the model refits at every bar.",
         "",

@@ -144,6 +144,10 @@ class Settings(
     # ~3 s, and with the 2 s socket timeout as the bound 1.3 % of them got 503s); a hung Redis is still detected by
     # the socket timeout of the connections in use.
     redis_pool_timeout_seconds: Annotated[float, Field(gt=0, le=60)] = 10.0
+    # A command whose pooled connection turns out dead (Redis restarted, a proxy dropped it) reconnects and is sent
+    # again this many times before it fails (503). Connection errors only, not timeouts: a command that timed out
+    # may have run. Without it every pooled connection of every instance failed one request after a Redis restart.
+    redis_reconnect_retries: Annotated[int, Field(ge=0, le=5)] = 1
 
     # Probes: each /readyz check is cut off after this long so a hung dependency cannot hang the probe.
     readiness_check_timeout_seconds: Annotated[float, Field(gt=0, le=10)] = 0.5

@@ -38,8 +38,11 @@ from typing import Any, TypeAlias
 
 import fakeredis
 from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.asyncio.client import Pipeline
 from redis.asyncio.cluster import ClusterNode, ClusterPipeline, ClusterPubSub, RedisCluster
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeout
 
@@ -80,6 +83,7 @@ def create_redis(settings: Settings) -> RedisClient:
         socket_timeout=settings.redis_socket_timeout_seconds,
         socket_connect_timeout=settings.redis_socket_timeout_seconds,
         health_check_interval=30,
+        retry=Retry(NoBackoff(), settings.redis_reconnect_retries, supported_errors=(RedisConnectionError,)),
     )
     # Subclassed after from_url chose the class for the scheme (TCP, TLS, unix socket): every one is counted.
     pool.connection_class = type(f"Counted{pool.connection_class.__name__}", (_CountErrors, pool.connection_class), {})

@@ -64,3 +64,43 @@ async def test_the_pool_wait_is_bounded() -> None:
         await holder
     finally:
         await redis.aclose()
+
+
+async def _kill_pooled_connections(redis: RedisClient, key: str) -> None:
+    """Open a pooled connection with a command, then have the server close it, as a Redis restart does."""
+    assert await redis.set(key, "1", ex=10)
+    name = f"pooled-{uuid.uuid4().hex}"
+    assert await redis.client_setname(name)
+    killer = Redis.from_url(TEST_REDIS_URL)
+    try:
+        clients = await killer.client_list()
+        killed = [c["id"] for c in clients if c.get("name") == name]
+        assert killed, clients
+        for client_id in killed:
+            await killer.client_kill_filter(_id=client_id)
+    finally:
+        await killer.aclose()
+
+
+async def test_a_dead_pooled_connection_is_replaced_without_failing_the_command() -> None:
+    key = f"test:pool:{uuid.uuid4().hex}"
+    redis = create_redis(make_settings(redis_url=TEST_REDIS_URL, redis_max_connections=1))
+    try:
+        await _kill_pooled_connections(redis, key)
+        assert await redis.get(key) == b"1"  # reconnected and sent again
+    finally:
+        await redis.delete(key)
+        await redis.aclose()
+
+
+async def test_without_reconnect_retries_the_dead_connection_fails_one_command() -> None:
+    key = f"test:pool:{uuid.uuid4().hex}"
+    redis = create_redis(make_settings(redis_url=TEST_REDIS_URL, redis_max_connections=1, redis_reconnect_retries=0))
+    try:
+        await _kill_pooled_connections(redis, key)
+        with pytest.raises(RedisConnectionError):
+            await redis.get(key)
+        assert await redis.get(key) == b"1"  # the next command opens a new connection
+    finally:
+        await redis.delete(key)
+        await redis.aclose()

@@ -35,6 +35,7 @@ from app.alerts.evaluator import BarEvent, BarSnapshot, describe_firing, evaluat
 from app.alerts.frequency import FireState, Frequency, step
 from app.alerts.snapshot import events_at
 from app.analytics.engine import AnalysisParams, analyze
+from app.analytics.model import KnownPredictions
 from app.analytics.series import signal_series
 from app.analytics.series.components import FibonacciLegs
 from app.analytics.swings import detect_swings
@@ -65,10 +66,17 @@ def _window_totals(delta: FloatArray, window: int) -> FloatArray:
 class BarSnapshots:
     """Every bar's snapshot of a series, from one analysis pass; built on demand by index and kept."""
 
-    def __init__(self, candles: Candles, *, window: int, params: AnalysisParams | None = None) -> None:
+    def __init__(
+        self,
+        candles: Candles,
+        *,
+        window: int,
+        params: AnalysisParams | None = None,
+        known: KnownPredictions | None = None,
+    ) -> None:
         p = params or AnalysisParams()
         self.candles = candles
-        self.series = signal_series(candles, p)
+        self.series = signal_series(candles, p, known=known)
         self.result = analyze(candles, params=p)
         bars = len(candles)
         swings = detect_swings(candles.high, candles.low, p.fibonacci.swing_length)
@@ -179,11 +187,13 @@ def backtest(
     window: int,
     warmup: int = 0,
     params: AnalysisParams | None = None,
+    known: KnownPredictions | None = None,
 ) -> list[Firing]:
-    """Replay a rule over closed `candles` (oldest first): the bars after the first `warmup` where it fires."""
+    """Replay a rule over closed `candles` (oldest first): the bars after the first `warmup` where it fires.
+    `known`: the calibrated model's predictions of the feed's track-record replay, copied rather than refitted."""
     if len(candles) == 0:
         return []
-    snapshots = BarSnapshots(candles, window=window, params=params)
+    snapshots = BarSnapshots(candles, window=window, params=params, known=known)
     return replay(
         condition,
         snapshots,

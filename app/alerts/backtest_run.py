@@ -12,7 +12,9 @@ from app.alerts.backtest import Firing, backtest
 from app.alerts.conditions import parse_condition
 from app.alerts.evaluator import describe_condition
 from app.alerts.frequency import Frequency
+from app.analytics.model import KnownPredictions
 from app.analytics.types import Candles
+from app.signals import replay_memory
 from app.signals.compute import candles_from_rows, iso
 
 
@@ -58,9 +60,9 @@ def _newest(candles: Candles, count: int) -> Candles:
     )  # fmt: skip
 
 
-def backtest_document(candles: Candles, spec: BacktestSpec) -> dict[str, Any]:
+def backtest_document(candles: Candles, spec: BacktestSpec, known: KnownPredictions | None = None) -> dict[str, Any]:
     """Replay the rule over the newest `spec.bars` of `candles` (closed, oldest first), after up to `spec.warmup`
-    bars of warm-up before them."""
+    bars of warm-up before them; `known` as for `backtest`."""
     # Widest parse bounds: the condition was validated against the configured ones by the caller.
     condition = parse_condition(spec.condition, max_depth=64, max_nodes=10_000)
     used = _newest(candles, spec.bars + spec.warmup)
@@ -73,6 +75,7 @@ def backtest_document(candles: Candles, spec: BacktestSpec) -> dict[str, Any]:
         cooldown_bars=spec.cooldown_bars,
         window=spec.window,
         warmup=warmup,
+        known=known,
     )
     evaluated = len(used) - warmup
     first = int(used.close_time[warmup]) if evaluated else None
@@ -94,11 +97,11 @@ def backtest_document(candles: Candles, spec: BacktestSpec) -> dict[str, Any]:
     }
 
 
-def run_backtest(raw_candles: bytes, spec: BacktestSpec) -> bytes:
+def run_backtest(raw_candles: bytes, spec: BacktestSpec, memory: bytes | None = None) -> bytes:
     """The encoded document over stored candle JSON (`read_candles_json`: oldest first, the forming bar last and
-    never used)."""
+    never used); `memory`: the feed's track-record replay memory (`app.signals.replay_memory`), if any."""
     rows = [row for row in orjson.loads(raw_candles) if row["closed"]]
     if not rows:
         return orjson.dumps(None)
-    document = backtest_document(candles_from_rows(rows, spec.interval_ms), spec)
+    document = backtest_document(candles_from_rows(rows, spec.interval_ms), spec, replay_memory.decode(memory))
     return orjson.dumps(document)

@@ -3,13 +3,19 @@ closed bars in the analysis worker pool (off the event loop), bounded by DELTAFL
 
 from __future__ import annotations
 
+from contextlib import suppress
+
+from redis.exceptions import RedisError
+
 from app.alerts.backtest_run import BacktestSpec, run_backtest
 from app.alerts.read_schemas import AlertTestRequest
 from app.alerts.service import AlertService
+from app.analytics import AnalysisParams
 from app.config import Settings
 from app.core.redis import RedisClient
 from app.market.aggregation import TIMEFRAMES
 from app.market.store import read_candles_json
+from app.signals import replay_memory
 from app.trading.markets import market_unavailable
 from app.trading.service import AnalysisRunner
 
@@ -46,8 +52,14 @@ class AlertTestService:
             warmup=warmup,
             window=self.settings.signal_bars,
         )
+        # The calibrated model's predictions the feed's track record remembers (read only: this replay starts at
+        # another bar, app.signals.replay_memory); the bars it lacks are fitted here, one model a bar.
+        key = replay_memory.memory_key(body.venue, body.symbol, body.timeframe, AnalysisParams())
+        memory = None
+        with suppress(RedisError, OSError):
+            memory = await self.redis.get(key)
         async with self.runner.admission():
-            document = await self.runner.call(run_backtest, raw, spec)
+            document = await self.runner.call(run_backtest, raw, spec, memory)
         if document == b"null":
             raise await market_unavailable(self.redis, body.venue, body.symbol)
         return document

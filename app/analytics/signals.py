@@ -27,8 +27,12 @@ opposing liquidity not yet swept (swing highs, equal highs, previous day/week hi
 merge into one target naming every source. ``risk_reward`` uses the first target. With ``account_equity`` and
 ``risk_pct`` (percent of equity risked) the position size is ``equity · risk_pct / 100 / |entry - stop|``.
 
-With ``calibrated`` (opt-in) the bias and confidence come from a model learned on the same bars instead of the
-threshold and the heuristic above (``learned.py``); components, score and the level rules stay as they are.
+By default (``calibrated``, issue 19) the bias and confidence come from a model learned on the same bars
+(``learned.py``): ``confidence`` is the calibrated probability that following the better side wins after fees over
+the model's horizon, and the bias is neutral unless its expected return after fees is positive. With
+``calibrated`` off, they are the threshold and the heuristic above (the signal before the model, kept for callers
+that want it: it is a pure function of the components, with no warm-up of ~324 bars). Components, score and the
+level rules are the same either way.
 """
 
 from __future__ import annotations
@@ -80,8 +84,9 @@ class SignalParams:
     # 10^15 is beyond any account in any quote currency; the bound only keeps the position size finite.
     account_equity: float | None = bounded(None, gt=0, le=10**15)
     risk_pct: float | None = bounded(None, gt=0, le=100)
-    # Opt-in: bias and confidence from the calibrated model (``learned.py``), learned from the analysed bars only.
-    calibrated: bool = False
+    # Bias and confidence from the calibrated model (``learned.py``), learned from the analysed bars only; False: the
+    # heuristic threshold and confidence above.
+    calibrated: bool = True
     model: ModelParams = field(default_factory=ModelParams)
 
     def __post_init__(self) -> None:

@@ -23,6 +23,7 @@ import numpy as np
 from app.analytics.engine import AnalysisParams
 from app.analytics.evaluation import Evaluation, EvaluationParams, evaluate
 from app.analytics.evaluation import SignalSeries as EvaluatedSeries
+from app.analytics.model import KnownPredictions
 from app.analytics.series import SignalSeries, signal_series
 from app.analytics.types import Candles, FloatArray
 
@@ -47,13 +48,15 @@ def track_record(
     modules: Iterable[str] | None = None,
     first: int = 0,
     last: int | None = None,
+    known: KnownPredictions | None = None,
 ) -> TrackRecord:
-    """Replay the signal over ``candles`` and evaluate the signals of bars ``first..last`` (inclusive)."""
+    """Replay the signal over ``candles`` and evaluate the signals of bars ``first..last`` (inclusive); ``known``
+    as for ``signal_series`` (the calibrated model's predictions of an earlier replay, not refitted)."""
     count = len(candles)
     last = count - 1 if last is None else last
     if not 0 <= first <= last < count:
         raise ValueError(f"the evaluated bars {first}..{last} are not within the {count} bars")
-    signals = signal_series(candles, params, modules=modules)
+    signals = signal_series(candles, params, modules=modules, known=known)
     end = min(count, last + 1 + max(evaluation.horizons))
     window = slice(first, end)
     series = EvaluatedSeries.from_arrays(

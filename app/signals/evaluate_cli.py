@@ -6,8 +6,9 @@ or CryptoDataDownload's `2024-01-31 05-PM`) and `open`, `high`, `low`, `close`, 
 `taker_buy_volume` / `buy_v` is used when present. A banner line before the header (CryptoDataDownload's) is
 skipped; rows are sorted by time and exact duplicates of a time keep the first. `--timeframe` aggregates the bars
 into longer ones (1h → 4h, 1d …) before the replay; a bucket missing bars is still one bar (the gaps are counted).
-`--calibrated` replays the calibrated signal (``params.signal.calibrated``, its model at the defaults the study
-kept) instead of the heuristic one: a refit at every bar, ~1 ms a bar, and no bar limit here (the CPU is yours).
+The signal replayed is the default one, calibrated (its model at the defaults the study kept): a refit at every
+bar, ~1 ms a bar, and no bar limit here (the CPU is yours). `--heuristic` replays the heuristic signal instead
+(``params.signal.calibrated`` false).
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ def add_evaluate_parser(commands: Any) -> None:
     parser.add_argument("--slippage-bps", type=float, help="slippage per side (default …_SLIPPAGE_BPS)")
     parser.add_argument("--json", action="store_true", help="print the full evaluation as JSON instead")
     parser.add_argument(
-        "--calibrated", action="store_true", help="replay the calibrated signal (a model refitted at every bar)"
+        "--heuristic", action="store_true", help="replay the heuristic signal, not the calibrated default"
     )
 
 
@@ -68,7 +69,7 @@ def run_evaluate(settings: Settings, args: argparse.Namespace) -> int:
     except (OSError, ValueError) as exc:
         print(f"deltaflow evaluate: {exc}", file=sys.stderr)
         return 2
-    signal = AnalysisParams(signal=SignalParams(calibrated=True)) if args.calibrated else None
+    signal = AnalysisParams(signal=SignalParams(calibrated=False)) if args.heuristic else None
     evaluation = track_record(candles, params, params=signal).evaluation
     document = evaluation.to_dict()
     if args.json:

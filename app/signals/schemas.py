@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from app.market.aggregation import TIMEFRAMES
 from app.trading.examples import ANALYZE_EXAMPLE
+from app.trading.schemas import CONFIDENCE_MEANING
 
 Timeframe = Literal["1m", "5m", "15m", "1h", "4h", "1d"]
 assert set(Timeframe.__args__) == set(TIMEFRAMES)  # type: ignore[attr-defined]  # noqa: S101 - import-time guard
@@ -47,7 +48,7 @@ class SignalResponse(BaseModel):
     inputs: dict[str, SideSource] = Field(description="Per input (cvd, orderflow): where the taker side comes from")
     signal: dict[str, Any] = Field(
         description="bias, score, confidence, components with reasons, levels (entry, stop, targets, "
-        "risk_reward, position_size), as POST /v1/analyze returns it"
+        "risk_reward, position_size) and model, as POST /v1/analyze returns it. " + CONFIDENCE_MEANING
     )
     track_record: TrackRecordSummary | None = Field(
         default=None,

@@ -24,6 +24,7 @@ from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request, Respons
 from fastapi.exceptions import RequestValidationError
 from redis.exceptions import RedisError
 
+from app.analytics import AnalysisParams
 from app.analytics.evaluation import EvaluationParams
 from app.auth.policy import require
 from app.auth.scopes import Scope
@@ -33,6 +34,7 @@ from app.core.schemas import problem_responses
 from app.market.aggregation import TIMEFRAMES
 from app.market.keys import tag
 from app.market.store import read_candles_json
+from app.signals import replay_memory
 from app.signals.compute import SignalInput
 from app.signals.router import if_none_match_matches
 from app.signals.service import SignalOutcome, SignalService, etag_of, feed_freshness, with_feed
@@ -132,7 +134,16 @@ class TrackRecordService:
         raw = await read_candles_json(
             self.redis, rows.venue, rows.symbol, rows.timeframe, rows.bars + 1, max_limit=rows.bars + 1
         )
-        return await self.signals.runner.call(compute_track_record, raw, spec)
+        # The replay's memory (replay_memory): without it, the replay refits the model at every stored bar.
+        key = replay_memory.memory_key(rows.venue, rows.symbol, rows.timeframe, AnalysisParams())
+        memory = None
+        with suppress(RedisError, OSError):
+            memory = await self.redis.get(key)
+        document, remembered = await self.signals.runner.call(compute_track_record, raw, spec, memory)
+        if remembered is not None:
+            with suppress(RedisError, OSError):
+                await self.redis.set(key, remembered, ex=self.settings.track_record_memory_ttl_s)
+        return document
 
     async def _keep_summary(self, spec: TrackRecordSpec, document: bytes) -> None:
         body = orjson.loads(document)

@@ -102,7 +102,7 @@ ANALYZE_EXAMPLE: dict[str, Any] = {
         "close_time": 1700007200000,
         "bias": "long",
         "score": 0.715,
-        "confidence": 0.2145,
+        "confidence": 0.5812,
         "components": [
             {
                 "name": "cvd",
@@ -131,6 +131,19 @@ ANALYZE_EXAMPLE: dict[str, Any] = {
             ],
             "risk_reward": 0.3436,
             "position_size": None,
+        },
+        "model": {
+            "method": "ridge logistic regression on the component scores, isotonic calibration out of fold",
+            "horizon_bars": 24,
+            "window_bars": 500,
+            "fees_round_trip_bp": 20.0,
+            "l2": 1.0,
+            "calibration_rows": 476,
+            "shrinkage_bars_per_outcome": 48,
+            "preferred": "long",
+            "win_probability": 0.5812,
+            "expected_return": 0.0041,
+            "reasons": ["long: expected +41.0 bp after 20 bp fees over 24 bars; wins after fees with probability 0.58"],
         },
     },
 }

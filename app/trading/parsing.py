@@ -143,7 +143,8 @@ def assemble(candles: Candles, trades: Trades | None, options: AnalyzeOptions, l
         # `deltaflow study` measures (docs/signal-study.md).
         message = (
             f"evaluate with the calibrated signal refits its model at every bar: at most {limit} candles "
-            f"(DELTAFLOW_ANALYZE_EVALUATE_CALIBRATED_MAX_CANDLES), {len(candles)} given"
+            f"(DELTAFLOW_ANALYZE_EVALUATE_CALIBRATED_MAX_CANDLES), {len(candles)} given; the heuristic signal "
+            '("params": {"signal": {"calibrated": false}}) has no such limit'
         )
         # The same problem type and pointer as the plain candle limit (`checks.check_size`).
         raise InvalidMarketData([{"pointer": "#/candles", "detail": message, "code": "too_long"}])

@@ -34,6 +34,14 @@ FiniteNumber = Annotated[float, Field(strict=True, allow_inf_nan=False, ge=-MAX_
 NonNegativeNumber = Annotated[float, Field(strict=True, allow_inf_nan=False, ge=0, le=MAX_MARKET_VALUE)]
 EpochMs = Annotated[int, Field(strict=True, ge=0, le=MAX_EPOCH_MS)]
 
+# What `confidence` means, for every response that carries a signal (issue 19 changed it).
+CONFIDENCE_MEANING = (
+    "`confidence` is the calibrated probability that following the bias (when neutral: the better side) wins after "
+    "fees over `model.horizon_bars`; the bias is neutral unless that side's expected return after fees is "
+    "positive; `model` says how it was fitted. With `params.signal.calibrated` false: the heuristic signal "
+    "(confidence = |score| x agreement x coverage, no `model`)."
+)
+
 
 class CandleIn(BaseModel):
     """One closed bar. The keys are those GET /v1/candles returns, so its output can be posted back as is."""
@@ -234,8 +242,9 @@ class AnalyzeOptions(BaseModel):
         description="Also replay the signal at every bar (from the bars up to it only) and evaluate it: "
         "`evaluation.by_horizon` with `all`, `long`, `short` and `baselines` (`always_long`, `random`); with "
         "`include_series`, the per-bar bias, score and forward return per horizon. Candles only (no `trades`). "
-        "With `params.signal.calibrated` the replay refits the model at every bar: at most "
-        "`DELTAFLOW_ANALYZE_EVALUATE_CALIBRATED_MAX_CANDLES` candles (5 000 by default).",
+        "The calibrated signal's replay (the default) refits the model at every bar: at most "
+        "`DELTAFLOW_ANALYZE_EVALUATE_CALIBRATED_MAX_CANDLES` candles (5 000 by default); the heuristic signal's "
+        "(`params.signal.calibrated` false) only the plain candle limit.",
     )
 
 
@@ -260,7 +269,9 @@ class AnalyzeResponse(BaseModel):
     last_close_time: int
     modules: list[ModuleName]
     include_series: bool
-    signal: dict[str, Any] = Field(description="Bias, score, confidence, components with reasons, levels.")
+    signal: dict[str, Any] = Field(
+        description="Bias, score, confidence, components with reasons, levels, model. " + CONFIDENCE_MEANING
+    )
     cvd: dict[str, Any] | None = None
     orderflow: dict[str, Any] | None = None
     smc: dict[str, Any] | None = None

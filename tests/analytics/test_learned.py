@@ -106,6 +106,6 @@ def test_too_few_bars_for_a_model_are_neutral_with_the_count_that_was_missing() 
 
 
 def test_the_heuristic_signal_has_no_model_block() -> None:
-    signal = analyze(random_walk(300)).signal
+    signal = analyze(random_walk(300), params=AnalysisParams(signal=SignalParams(calibrated=False))).signal
     assert signal.model is None
     assert "model" not in signal.to_dict()

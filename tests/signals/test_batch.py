@@ -63,7 +63,7 @@ async def test_a_batch_shares_the_cache_with_single_requests(signals_client: Asy
 
 
 async def test_sizing_applies_to_every_item(signals_client: AsyncClient, redis_client: Redis) -> None:
-    await seed_walk(redis_client)
+    await seed_walk(redis_client, closed=400, drift=1.0)  # a decided signal: it has levels to size
     body = {"items": [item()], "account_equity": 5000, "risk_pct": 2}
     (result,) = (await signals_client.post(BATCH, json=body)).json()["results"]
     levels = result["signal"]["signal"]["levels"]

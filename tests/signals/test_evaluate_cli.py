@@ -49,16 +49,20 @@ def test_the_json_output_is_the_engine_s_evaluation_of_the_file(tmp_path: Path) 
     assert orjson.loads(done.stdout) == orjson.loads(orjson.dumps(expected))
 
 
-def test_calibrated_replays_the_calibrated_signal(tmp_path: Path) -> None:
+def test_the_default_replays_the_calibrated_signal_and_heuristic_the_old_one(tmp_path: Path) -> None:
     rows = candle_rows(700, seed=22)
-    done = _run("--csv", str(_write(tmp_path / "c.csv", rows=rows)), "--horizon", "24", "--calibrated", "--json")
-    assert done.returncode == 0, done.stderr
-    calibrated = AnalysisParams(signal=SignalParams(calibrated=True))
+    csv_file = str(_write(tmp_path / "c.csv", rows=rows))
+    calibrated = _run("--csv", csv_file, "--horizon", "24", "--json")
+    heuristic = _run("--csv", csv_file, "--horizon", "24", "--heuristic", "--json")
+    assert calibrated.returncode == 0, calibrated.stderr
+    assert heuristic.returncode == 0, heuristic.stderr
     horizon = EvaluationParams(horizons=(24,))
-    expected = track_record(_candles(rows), horizon, params=calibrated).evaluation.to_dict()
-    assert orjson.loads(done.stdout) == orjson.loads(orjson.dumps(expected))
-    heuristic = track_record(_candles(rows), horizon).evaluation.to_dict()
-    assert orjson.loads(done.stdout) != orjson.loads(orjson.dumps(heuristic))
+    expected = track_record(_candles(rows), horizon).evaluation.to_dict()
+    assert orjson.loads(calibrated.stdout) == orjson.loads(orjson.dumps(expected))
+    old = AnalysisParams(signal=SignalParams(calibrated=False))
+    expected_heuristic = track_record(_candles(rows), horizon, params=old).evaluation.to_dict()
+    assert orjson.loads(heuristic.stdout) == orjson.loads(orjson.dumps(expected_heuristic))
+    assert orjson.loads(calibrated.stdout) != orjson.loads(heuristic.stdout)
 
 
 def test_the_table_reads_a_bannered_newest_first_file(tmp_path: Path) -> None:

@@ -21,10 +21,11 @@ from tests.trading.test_markets import seed_feed
 PATH = "/v1/signals/binance/BTCUSDT"
 
 
-def stored_rows(count: int, seed: int = 11) -> list[dict[str, Any]]:
-    """A random walk in the stored candle layout (`{t, o, h, l, c, v, buy_v, sell_v, delta, trades, vwap, closed}`)."""
+def stored_rows(count: int, seed: int = 11, drift: float = 0.0) -> list[dict[str, Any]]:
+    """A random walk in the stored candle layout (`{t, o, h, l, c, v, buy_v, sell_v, delta, trades, vwap, closed}`);
+    ``drift`` as for `candle_rows`."""
     rows = []
-    for row in candle_rows(count, seed):
+    for row in candle_rows(count, seed, drift=drift):
         buy = row["taker_buy_v"]
         rows.append({
             "t": row["t"], "o": row["o"], "h": row["h"], "l": row["l"], "c": row["c"], "v": row["v"],
@@ -34,9 +35,12 @@ def stored_rows(count: int, seed: int = 11) -> list[dict[str, Any]]:
     return rows
 
 
-async def seed_walk(redis: Redis, closed: int = 60, *, forming: bool = True) -> list[dict[str, Any]]:
-    """`closed` closed bars and (optionally) a forming bar after them; returns every row, forming last."""
-    rows = stored_rows(closed + 1)
+async def seed_walk(
+    redis: Redis, closed: int = 60, *, forming: bool = True, drift: float = 0.0
+) -> list[dict[str, Any]]:
+    """`closed` closed bars and (optionally) a forming bar after them; returns every row, forming last. A decided
+    (calibrated) signal needs a trend and ~324 bars: e.g. `closed=400, drift=1.0`."""
+    rows = stored_rows(closed + 1, drift=drift)
     rows[-1]["closed"] = False
     keys = FeedKeys("binance", "BTCUSDT")
     await redis.zadd(keys.bars["1m"], {orjson.dumps(r): r["t"] for r in rows[:-1]})
@@ -162,7 +166,7 @@ async def test_if_none_match_with_the_current_etag_is_304(signals_client: AsyncC
 async def test_position_sizing_is_applied_per_caller_to_the_shared_cached_signal(
     signals_client: AsyncClient, redis_client: Redis
 ) -> None:
-    rows = await seed_walk(redis_client)
+    rows = await seed_walk(redis_client, closed=400, drift=1.0)
     plain = await signals_client.get(PATH)
     sized = await signals_client.get(PATH, params={"account_equity": 10_000, "risk_pct": 1})
     # Sizing does not fragment the cache: the second caller is served the same computation.

@@ -47,16 +47,16 @@ def _expected(rows: list[dict[str, Any]], **kwargs: Any) -> dict[str, Any]:
 async def test_the_track_record_is_the_engine_s_evaluation_of_the_stored_bars(
     signals_client: AsyncClient, redis_client: Redis
 ) -> None:
-    rows = await seed_walk(redis_client, closed=300)
+    rows = await seed_walk(redis_client, closed=420, drift=0.5)  # past the model's warm-up: decided signals
     response = await signals_client.get(TRACK, params={"timeframe": "1m"})
     assert response.status_code == 200, response.text
     body = response.json()
-    assert body["bar_count"] == 300
+    assert body["bar_count"] == 420
     assert body["as_of"] == rows[-2]["t"] + MINUTE_MS
     assert set(body["evaluation"]["by_horizon"]) == {"1", "4", "12", "24"}
     assert body["evaluation"] == _expected(rows)  # no drift between the route and the engine
-    assert body["summary"]["horizon"] == 12
-    assert body["summary"]["n"] == body["evaluation"]["by_horizon"]["12"]["all"]["n"]
+    assert body["summary"]["horizon"] == 24  # the model's horizon
+    assert body["summary"]["n"] == body["evaluation"]["by_horizon"]["24"]["all"]["n"] > 0
     assert "hypothetical" in body["method"]
     assert response.headers["x-cache"] == "miss"
     again = await signals_client.get(TRACK, params={"timeframe": "1m"})
@@ -66,16 +66,16 @@ async def test_the_track_record_is_the_engine_s_evaluation_of_the_stored_bars(
 
 
 async def test_one_horizon_and_a_range_of_signals(signals_client: AsyncClient, redis_client: Redis) -> None:
-    rows = await seed_walk(redis_client, closed=300)
+    rows = await seed_walk(redis_client, closed=420, drift=0.5)
     closes = [r["t"] + MINUTE_MS for r in rows[:-1]]
-    since, until = closes[100], closes[199]
+    since, until = closes[340], closes[399]
     response = await signals_client.get(TRACK, params={"horizon": 4, "from": _iso(since), "to": _iso(until)})
     assert response.status_code == 200, response.text
     body = response.json()
     assert list(body["evaluation"]["by_horizon"]) == ["4"]
-    assert body["evaluation"]["bars"] == 100  # the signals of bars 100..199; their outcomes read bars after 199
+    assert body["evaluation"]["bars"] == 60  # the signals of bars 340..399; their outcomes read bars after 399
     assert (body["evaluated_from"], body["evaluated_to"]) == (_iso(since), _iso(until))
-    full = track_record(_candles(rows), EvaluationParams(horizons=(4,)), first=100, last=199).evaluation.to_dict()
+    full = track_record(_candles(rows), EvaluationParams(horizons=(4,)), first=340, last=399).evaluation.to_dict()
     full["by_horizon"] = full.pop("horizons")
     assert body["evaluation"] == orjson.loads(orjson.dumps(full))
     # Independently: the decided signals of that range and their mean return after costs.
@@ -83,9 +83,10 @@ async def test_one_horizon_and_a_range_of_signals(signals_client: AsyncClient, r
     candles = _candles(rows)
     returns = [
         signals.bias[t] * (candles.close[t + 4] / candles.open[t + 1] - 1) - 2 * 10 / 1e4
-        for t in range(100, 200)
+        for t in range(340, 400)
         if signals.bias[t] != 0
     ]
+    assert returns, "the range holds decided signals"
     group = body["evaluation"]["by_horizon"]["4"]["all"]
     assert group["n"] == len(returns)
     if not group["insufficient"]:
@@ -129,7 +130,7 @@ async def test_an_empty_range_has_no_evaluation_and_unknown_markets_are_404(
 async def test_every_signal_carries_the_feed_s_summary_refreshed_in_the_background(
     signals_client: AsyncClient, app: FastAPI, redis_client: Redis
 ) -> None:
-    rows = await seed_walk(redis_client, closed=300)
+    rows = await seed_walk(redis_client, closed=420, drift=0.5)
     first = await signals_client.get(PATH)
     assert first.status_code == 200
     assert first.json()["track_record"] is None  # none stored yet: the signal does not wait for one
@@ -139,7 +140,7 @@ async def test_every_signal_carries_the_feed_s_summary_refreshed_in_the_backgrou
             break
         await asyncio.sleep(0.05)
     record = (await signals_client.get(TRACK)).json()
-    expected = summary_of(record, 12)
+    expected = summary_of(record, 24)
     assert expected is not None
     # A new bar: the next signal is computed and carries the stored summary (one bar behind, as documented).
     await close_bar(redis_client, rows[-1], app)

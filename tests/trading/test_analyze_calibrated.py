@@ -1,5 +1,5 @@
-"""`POST /v1/analyze` with the calibrated signal (`params.signal.calibrated`): the engine's answer with its `model`
-block, the model's parameters validated like every other parameter."""
+"""`POST /v1/analyze` with the calibrated signal (the default; `params.signal.calibrated` false gives the heuristic
+one): the engine's answer with its `model` block, the model's parameters validated like every other parameter."""
 
 from __future__ import annotations
 
@@ -37,10 +37,29 @@ async def test_the_calibrated_signal_is_the_engines_with_its_model_block(signals
     assert model["reasons"]
 
 
-async def test_without_the_flag_the_signal_has_no_model_block(signals_client: AsyncClient) -> None:
-    response = await post(signals_client, {"candles": candle_rows(200), "params": {"signal": {"model": MODEL}}})
+async def test_the_default_is_calibrated_and_the_heuristic_signal_has_no_model_block(
+    signals_client: AsyncClient,
+) -> None:
+    rows = candle_rows(400)
+    default = await post(signals_client, {"candles": rows, "params": {"signal": {"model": MODEL}}})
+    assert default.status_code == 200, default.text
+    flagged = await post(signals_client, {"candles": rows, "params": {"signal": {"calibrated": True, "model": MODEL}}})
+    assert default.json()["signal"] == flagged.json()["signal"]
+    assert default.json()["signal"]["model"]["calibration_rows"] > 100
+    heuristic = await post(signals_client, {"candles": rows, "params": {"signal": {"calibrated": False}}})
+    assert heuristic.status_code == 200, heuristic.text
+    assert "model" not in heuristic.json()["signal"]
+    expected = analyze(candles_of(rows), params=AnalysisParams(signal=SignalParams(calibrated=False))).signal
+    assert heuristic.json()["signal"] == json_roundtrip(expected.to_dict())
+
+
+async def test_too_few_bars_for_a_model_is_a_neutral_signal_that_says_why(signals_client: AsyncClient) -> None:
+    response = await post(signals_client, {"candles": candle_rows(200)})
     assert response.status_code == 200, response.text
-    assert "model" not in response.json()["signal"]
+    signal = response.json()["signal"]
+    assert (signal["bias"], signal["confidence"], signal["levels"]) == ("neutral", 0.0, None)
+    assert signal["model"]["calibration_rows"] == 0
+    assert "no model" in signal["model"]["reasons"][0]
 
 
 MODEL_CASES: dict[str, tuple[dict[str, Any], str, str]] = {
@@ -72,8 +91,9 @@ async def test_the_calibrated_signals_track_record_is_the_engines(signals_client
     expected["by_horizon"] = expected.pop("horizons")
     evaluation = response.json()["evaluation"]
     assert evaluation == json_roundtrip(expected)
-    heuristic = await post(signals_client, {"candles": rows, "evaluate": {"horizons": [12]}})
-    assert heuristic.json()["evaluation"] != evaluation  # the replay is the calibrated signal's, not the default's
+    heuristic_body = {"candles": rows, "params": {"signal": {"calibrated": False}}, "evaluate": {"horizons": [12]}}
+    heuristic = await post(signals_client, heuristic_body)
+    assert heuristic.json()["evaluation"] != evaluation  # the replay is the calibrated signal's
 
 
 async def test_evaluating_the_calibrated_signal_is_bounded_by_a_setting(settings: Settings) -> None:
@@ -83,5 +103,8 @@ async def test_evaluating_the_calibrated_signal_is_bounded_by_a_setting(settings
         assert (errors[0]["pointer"], errors[0]["code"]) == ("#/candles", "too_long")
         assert "at most 100 candles" in errors[0]["detail"]
         assert "150 given" in errors[0]["detail"]
+        assert '"calibrated": false' in errors[0]["detail"]  # the way out is named
         assert (await post(client, {**body, "candles": candle_rows(100)})).status_code == 200
-        assert (await post(client, {**body, "params": {}})).status_code == 200  # the heuristic replay is not bounded
+        assert (await post(client, {**body, "params": {}})).status_code == 422  # the default is calibrated
+        heuristic = {**body, "params": {"signal": {"calibrated": False}}}
+        assert (await post(client, heuristic)).status_code == 200  # the heuristic replay is not bounded

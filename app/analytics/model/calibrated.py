@@ -105,6 +105,26 @@ class Predictions:
     def __len__(self) -> int:
         return int(self.side.shape[0])
 
+    @classmethod
+    def empty(cls, n: int) -> Predictions:
+        """``n`` rows of "no model": side 0, NaN figures."""
+        zeros = np.zeros(n, dtype=np.int8)
+        return cls(zeros, zeros.copy(), np.full(n, np.nan), np.full(n, np.nan), np.full(n, np.nan))
+
+    def take(self, rows: IntArray | slice) -> Predictions:
+        return Predictions(
+            self.preferred[rows], self.side[rows], self.probability[rows], self.expected_return[rows], self.score[rows]
+        )
+
+    def put(self, rows: IntArray | slice, other: Predictions) -> None:
+        """Overwrite ``rows`` with ``other``'s rows, in order (the arrays are filled in place)."""
+        self.preferred[rows], self.side[rows] = other.preferred, other.side
+        self.probability[rows], self.expected_return[rows], self.score[rows] = (
+            other.probability,
+            other.expected_return,
+            other.score,
+        )
+
 
 @dataclass(frozen=True, slots=True, eq=False)
 class FittedModel:

@@ -10,14 +10,14 @@ and the combination repeats ``compute_signal``'s arithmetic with arrays. Reasons
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from numpy.typing import NDArray
 
 from app.analytics.engine import AnalysisParams, AnalysisResult, analyze, normalise_modules
 from app.analytics.indicators import atr as wilder_atr
-from app.analytics.model import walk_forward
+from app.analytics.model import KnownPredictions, Predictions, replay
 from app.analytics.series import components
 from app.analytics.series.features import forward_returns, model_features
 from app.analytics.series.levels import first_targets, stops
@@ -50,6 +50,10 @@ class SignalSeries:
     cvd: FloatArray
     orderflow: FloatArray
     fibonacci: FloatArray
+    # The calibrated model's prediction at every bar (None for the heuristic signal), and how many of them this
+    # replay fitted (the others were copied from ``known``).
+    model: Predictions | None = None
+    fitted: int = 0
 
     def __len__(self) -> int:
         return int(self.close_time.shape[0])
@@ -92,18 +96,24 @@ def component_scores(
 
 
 def signal_series(
-    candles: Candles, params: AnalysisParams | None = None, *, modules: Iterable[str] | None = None
+    candles: Candles,
+    params: AnalysisParams | None = None,
+    *,
+    modules: Iterable[str] | None = None,
+    known: KnownPredictions | None = None,
 ) -> SignalSeries:
     """The signal at every bar of ``candles`` (see the module docstring); ``modules`` as for ``analyze``.
 
-    Candles only: trades and liquidations are not replayed per prefix.
+    Candles only: trades and liquidations are not replayed per prefix. ``known``: the calibrated model's
+    predictions an earlier replay of the same bars made (``model.replay``); their bars are not refitted.
     """
     names = normalise_modules(modules)
     p = params or AnalysisParams()
     sp = p.signal
     bars = len(candles)
-    # One run over the whole series; its events are read "as of" every bar below.
-    result = analyze(candles, modules=names, params=p)
+    # One run over the whole series; its events are read "as of" every bar below (its own last-bar signal is not
+    # used, so it is the cheap heuristic one).
+    result = analyze(candles, modules=names, params=replace(p, signal=replace(sp, calibrated=False)))
     legs = fibonacci_legs(candles, p) if "fibonacci" in names else None
     scores = component_scores(candles, result, p, legs)
     # compute_signal's sums, in its component order; a component that did not run adds nothing.
@@ -125,9 +135,11 @@ def signal_series(
     agreement = agreeing / used_weight if used_weight else np.zeros(bars)
     confidence = np.abs(score) * agreement * (used_weight / total_weight)
     bias = np.where(score >= sp.bias_threshold, 1, np.where(score <= -sp.bias_threshold, -1, 0)).astype(np.int8)
+    predictions, fitted = None, 0
     if sp.calibrated:
-        # The model refitted at every bar (stride 1), as analyze on each prefix fits it: one fit per bar.
-        predictions = walk_forward(model_features(scores, bars), forward_returns(candles, sp.model.horizon), sp.model)
+        # The model refitted at every bar (stride 1), as analyze on each prefix fits it: one fit per bar not known.
+        features, forward = model_features(scores, bars), forward_returns(candles, sp.model.horizon)
+        predictions, fitted = replay(features, forward, sp.model, candles.open_time, known)
         bias = predictions.side
         confidence = np.where(np.isfinite(predictions.probability), predictions.probability, 0.0)
     if result.indicators is not None:  # the engine's ATR for the levels, already computed with the indicators
@@ -152,4 +164,6 @@ def signal_series(
         stop=stop,
         target=target,
         **{name: scores.get(name, missing) for name in COMPONENTS},
+        model=predictions,
+        fitted=fitted,
     )

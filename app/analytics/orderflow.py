@@ -26,6 +26,7 @@ from app.analytics.events import EventTable, build_events
 from app.analytics.footprint import Footprint, footprint_from_trades, nice_tick, tick_for_rows
 from app.analytics.indicators import atr as wilder_atr
 from app.analytics.profile import (
+    MAX_PROFILE_LEVELS,
     VALUE_AREA_METHODS,
     VOLUME_DISTRIBUTIONS,
     ValueAreaMethod,
@@ -145,6 +146,35 @@ class OrderflowResult:
                 "open_time": self.open_time.tolist(), **self.liquidations.to_dict()
             },
         }  # fmt: skip
+
+
+# Level indices are int64 and computed through float64: beyond 2^53 levels from zero they are no longer exact.
+MAX_LEVEL_INDEX = 2.0**53
+
+
+def tick_problems(candles: Candles, trades: Trades | None, params: OrderflowParams) -> list[tuple[str, str]]:
+    """(parameter, message) for each tick given in ``params`` that is too fine for these prices: a price over the
+    tick past ``MAX_LEVEL_INDEX`` (a tick of 1e-300 makes it infinite), or, for the profile, more than
+    ``MAX_PROFILE_LEVELS`` levels between the lowest and the highest price. The callers refuse such a request
+    (422) before the engine runs: without the check the level arithmetic overflowed into a server error."""
+    problems: list[tuple[str, str]] = []
+    if not len(candles):
+        return problems
+    low, high = float(candles.low.min()), float(candles.high.max())
+    if trades is not None and len(trades):
+        low, high = min(low, float(trades.price.min())), max(high, float(trades.price.max()))
+    top = max(abs(low), abs(high))
+    for name, tick in (("tick", params.tick), ("profile_tick", params.profile_tick)):
+        if tick is None or (name == "tick" and (trades is None or not len(trades))):
+            continue  # the footprint tick is used only with trades
+        with np.errstate(over="ignore"):
+            reach, levels = np.float64(top) / tick, np.float64(high - low) / tick
+        if not reach < MAX_LEVEL_INDEX:
+            problems.append((name, f"{tick:g} is too fine for prices up to {top:g}: use a larger tick"))
+        elif name == "profile_tick" and levels + 1 > MAX_PROFILE_LEVELS:
+            message = f"{tick:g} gives more than {MAX_PROFILE_LEVELS} profile levels from {low:g} to {high:g}"
+            problems.append((name, message + ": use a larger tick"))
+    return problems
 
 
 def _profile_tick(params: OrderflowParams, low: float, high: float) -> float:

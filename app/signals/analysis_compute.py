@@ -9,18 +9,27 @@ comes back. No FastAPI, Redis or settings here.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import orjson
 
 from app.analytics import AnalysisParams, analyze
 from app.analytics.engine import MODULES
+from app.analytics.orderflow import tick_problems
 from app.signals.compute import ESTIMATED_SOURCES, SignalInput, candles_from_rows, iso, select_rows
 from app.trading.render import render
 
 # Modules whose output depends on the taker side of the volume; the others read prices (and volume) only.
 SIDED_MODULES = frozenset({"cvd", "orderflow"})
+
+
+class ParameterTooFine(ValueError):
+    """A query parameter the stored prices make unusable (`orderflow.tick_problems`); the service answers 422."""
+
+    def __init__(self, name: str, message: str) -> None:
+        super().__init__(name, message)
+        self.name, self.message = name, message
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,7 +46,14 @@ def compute_analysis(raw_candles: bytes, spec: AnalysisSpec) -> bytes | None:
     if not rows:
         return None
     source = spec.rows
-    result = analyze(candles_from_rows(rows, source.interval_ms), modules=(spec.module,), params=spec.params)
+    candles = candles_from_rows(rows, source.interval_ms)
+    if spec.module == "orderflow":
+        too_fine = tick_problems(candles, None, spec.params.orderflow)
+        if too_fine:
+            raise ParameterTooFine(*too_fine[0])
+    # Only the module is rendered: the signal is not, so the cheap heuristic one is computed, not the model.
+    params = replace(spec.params, signal=replace(spec.params.signal, calibrated=False))
+    result = analyze(candles, modules=(spec.module,), params=params)
     rendered = render(result, include_series=spec.include_series)[spec.module]
     inputs: dict[str, Any] = {}
     if spec.module in SIDED_MODULES:

@@ -17,12 +17,13 @@ import hashlib
 from dataclasses import dataclass
 
 import orjson
+from fastapi.exceptions import RequestValidationError
 
 from app.analytics import AnalysisParams
 from app.market.aggregation import TIMEFRAMES
 from app.market.keys import tag
 from app.market.store import read_candles_json
-from app.signals.analysis_compute import AnalysisSpec, compute_analysis
+from app.signals.analysis_compute import AnalysisSpec, ParameterTooFine, compute_analysis
 from app.signals.compute import SignalInput
 from app.signals.service import SignalOutcome, SignalService, etag_of
 from app.trading.markets import TimeframeInvalid, check_market_feed, market_unavailable
@@ -93,4 +94,8 @@ class AnalysisService:
             self.redis, rows.venue, rows.symbol, rows.timeframe, rows.bars + 1, max_limit=rows.bars + 1
         )
         self.computed += 1
-        return await self.signals.runner.call(compute_analysis, raw, spec)
+        try:
+            return await self.signals.runner.call(compute_analysis, raw, spec)
+        except ParameterTooFine as exc:
+            error = {"type": "value_error", "loc": ("query", exc.name), "msg": exc.message}
+            raise RequestValidationError([error]) from None

@@ -30,6 +30,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from app.analytics import AnalysisParams, Candles, Trades
 from app.analytics.evaluation import EvaluationParams
+from app.analytics.orderflow import tick_problems
 from app.core.errors import MalformedJson
 from app.trading import checks
 from app.trading.checks import (
@@ -136,6 +137,10 @@ def assemble(candles: Candles, trades: Trades | None, options: AnalyzeOptions, l
             horizons=tuple(sorted(set(chosen.horizons))), fee_bps=chosen.fees_bps, slippage_bps=chosen.slippage_bps
         )
     params = build_params(options.params)
+    if modules is None or "orderflow" in modules:
+        too_fine = tick_problems(candles, trades, params.orderflow)
+        if too_fine:
+            raise BodyInvalid([error(("body", "params", "orderflow", name), "value_error", m) for name, m in too_fine])
     limit = limits.max_calibrated_evaluate_candles
     if evaluate is not None and params.signal.calibrated and len(candles) > limit:
         # Its replay refits the model at every bar (~1 ms a bar on 500-bar windows): bounded, so that one request

@@ -22,6 +22,7 @@ import numpy as np
 
 from app.analytics import AnalysisParams, Candles, SignalParams, analyze
 from app.analytics.model import KnownPredictions, fit_window
+from app.analytics.model.calibrated import window_first
 from app.analytics.series import signal_series
 from app.analytics.series.features import forward_returns, model_features
 from app.analytics.series.signal import component_scores, fibonacci_legs
@@ -74,17 +75,20 @@ def main() -> None:
     result = analyze(bars, params=heuristic)
     features = model_features(component_scores(bars, result, heuristic, fibonacci_legs(bars, heuristic)), len(bars))
     forward = forward_returns(bars, model.horizon)
+    first = window_first(len(bars) - 1, model)  # what the calibrated signal computes from
     rows = [
         ("signal, heuristic (analyze)", median_ms(lambda: analyze(bars, params=heuristic))),
         ("signal, calibrated (analyze)", median_ms(lambda: analyze(bars, params=calibrated))),
-        ("  of which: component scores at every bar", median_ms(
+        ("  of which: component scores of the window's bars", median_ms(
+            lambda: component_scores(bars, result, heuristic, fibonacci_legs(bars, heuristic), first))),
+        ("  (component scores at every bar, as before)", median_ms(
             lambda: component_scores(bars, result, heuristic, fibonacci_legs(bars, heuristic)))),
         ("  of which: the model's fit", median_ms(lambda: fit_window(features, forward, len(bars) - 1, model))),
     ]  # fmt: skip
     print(f"{len(bars)} bars of {source}, median of {RUNS} in-process runs")
-    print(f"{'what':<44} {'ms':>8}")
+    print(f"{'what':<50} {'ms':>8}")
     for label, ms in rows:
-        print(f"{label:<44} {ms:>8.1f}")
+        print(f"{label:<50} {ms:>8.1f}")
     worst = rows[1][1]
     verdict = "met" if worst < TARGET_MS else "MISSED"
     print(f"calibrated signal vs target < {TARGET_MS:.0f} ms: {verdict}; {worst / rows[0][1]:.1f}x the heuristic one")
@@ -114,9 +118,9 @@ def replay_table() -> None:
             lambda: signal_series(series, calibrated, known=known), REPLAY_RUNS)),
     ]  # fmt: skip
     print(f"\ntrack-record replay of {len(series)} bars of {source}, median of {REPLAY_RUNS} runs")
-    print(f"{'what':<44} {'ms':>8}")
+    print(f"{'what':<50} {'ms':>8}")
     for label, ms in rows:
-        print(f"{label:<44} {ms:>8.1f}")
+        print(f"{label:<50} {ms:>8.1f}")
     print(f"memory: {rows[1][1] / rows[2][1]:.0f}x faster than from scratch; fitted {resumed.fitted} of {len(series)}")
 
 

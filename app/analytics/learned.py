@@ -20,7 +20,7 @@ from dataclasses import replace
 import numpy as np
 
 from app.analytics.engine import AnalysisParams, AnalysisResult
-from app.analytics.model.calibrated import ModelParams, fit_window, known_rows
+from app.analytics.model.calibrated import ModelParams, fit_window, known_rows, window_first
 from app.analytics.model.verdict import ModelVerdict
 from app.analytics.series.features import forward_returns, model_features
 from app.analytics.series.signal import component_scores, fibonacci_legs
@@ -50,9 +50,11 @@ def calibrated_signal(candles: Candles, result: AnalysisResult, params: Analysis
     """``result.signal`` with the model's bias, confidence, levels and ``model`` block (see the module docstring)."""
     mp = params.signal.model
     legs = fibonacci_legs(candles, params) if result.fibonacci is not None else None
-    features = model_features(component_scores(candles, result, params, legs), len(candles))
-    forward = forward_returns(candles, mp.horizon)
     end = len(candles) - 1
+    # The model reads the rows of its window only (known_rows): the earlier bars' scores are not computed.
+    scores = component_scores(candles, result, params, legs, window_first(end, mp))
+    features = model_features(scores, len(candles))
+    forward = forward_returns(candles, mp.horizon)
     fitted = fit_window(features, forward, end, mp)
     fees = f"{2 * mp.cost_per_side * 10_000:.0f} bp fees"
     bias, confidence = 0, 0.0

@@ -76,3 +76,18 @@ def test_real_candles_at_cut_points(params: OrderflowParams) -> None:
     expected_low, expected_high = prefix_value_areas(candles, params, bars)
     assert low[bars].tolist() == expected_low
     assert high[bars].tolist() == expected_high
+
+
+@pytest.mark.parametrize("params", PARAMS, ids=lambda p: f"{p.volume_distribution}-{p.value_area_method}")
+def test_a_later_first_bar_computes_the_same_bits_from_it_on_and_nothing_before(params: OrderflowParams) -> None:
+    # Starts at the first bar, inside tick runs and blocks, on a bar that changes the profile's range, at the last
+    # bar and past it: the rebuilt sums must equal the running ones exactly.
+    candles = random_walk(400, seed=11)
+    low, high = value_area_series(candles, params)
+    moved = np.flatnonzero(np.diff(np.minimum.accumulate(candles.low)) != 0) + 1
+    for first in sorted({0, 1, 57, 200, int(moved[-1]), 399, 400}):
+        later_low, later_high = value_area_series(candles, params, first)
+        assert np.isnan(later_low[:first]).all()
+        assert np.isnan(later_high[:first]).all()
+        assert later_low[first:].tolist() == low[first:].tolist(), first
+        assert later_high[first:].tolist() == high[first:].tolist(), first

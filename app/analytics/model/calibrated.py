@@ -194,9 +194,14 @@ def fit_rows(features: FloatArray, forward: FloatArray, bars: IntArray, params: 
     )
 
 
+def window_first(end: int, params: ModelParams) -> int:
+    """The first bar of the window ending at ``end``: no fit reads a row before it."""
+    return max(0, end - params.window + 1)
+
+
 def known_rows(features: FloatArray, forward: FloatArray, end: int, params: ModelParams) -> IntArray:
     """Bars of the window ending at ``end`` whose outcome was known at its close, with finite inputs."""
-    first = max(0, end - params.window + 1)
+    first = window_first(end, params)
     bars = np.arange(first, max(first, end - params.horizon + 1))
     finite = np.isfinite(forward[bars]) & np.isfinite(features[bars]).all(axis=1)
     result: IntArray = bars[finite]

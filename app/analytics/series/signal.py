@@ -72,9 +72,16 @@ def fibonacci_legs(candles: Candles, params: AnalysisParams) -> components.Fibon
 
 
 def component_scores(
-    candles: Candles, result: AnalysisResult, params: AnalysisParams, legs: components.FibonacciLegs | None
+    candles: Candles,
+    result: AnalysisResult,
+    params: AnalysisParams,
+    legs: components.FibonacciLegs | None,
+    first: int = 0,
 ) -> dict[str, FloatArray]:
-    """Every component's score at every bar, for the modules that ran in ``result`` (a run over ``candles``)."""
+    """Every component's score at every bar, for the modules that ran in ``result`` (a run over ``candles``).
+
+    Bars before ``first`` may be left NaN (the order-flow score is: its value areas are the costly part), for a
+    caller that reads only the later bars; the others are the same whatever ``first`` is."""
     bars, close = len(candles), candles.close
     lookback = params.signal.lookback_bars
     since_index = np.maximum(0, np.arange(bars, dtype=np.int64) + 1 - lookback)
@@ -86,10 +93,11 @@ def component_scores(
     if result.cvd is not None:
         scores["cvd"] = components.cvd_scores(result.cvd, lookback, since_index)
     if result.orderflow is not None:
-        value_low, value_high = value_area_series(candles, params.orderflow)
+        value_low, value_high = value_area_series(candles, params.orderflow, first)
         scores["orderflow"] = components.orderflow_scores(
             result.orderflow.absorption, close, value_low, value_high, since_index
         )
+        scores["orderflow"][:first] = np.nan
     if legs is not None:
         scores["fibonacci"] = legs.scores(close)
     return {name: np.clip(score, -1, 1) for name, score in scores.items()}
